@@ -1,0 +1,13 @@
+.PHONY: demo test setup crds lint
+
+demo:   ## set everything up and show the gate at work, end to end
+	bash hack/demo.sh
+
+test:   ## install what is needed, then lint, types, unit and e2e tests
+	bash hack/test.sh $(ARGS)
+
+setup:  ## only install (venv, SoftHSM2, control-plane binaries)
+	bash hack/setup.sh
+
+crds:   ## regenerate crds/*.yaml from the pydantic models
+	.venv/bin/python -m flashgate.api.crdgen
