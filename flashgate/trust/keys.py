@@ -1,0 +1,121 @@
+"""Public keys, key ids and raw signature verification.
+
+FORMAT.md "Envelope" (EdDSA over ToBeSigned; ES256 as raw r||s over SHA-256(ToBeSigned), RFC 9053
+§2.1) and "Payloads" (keyId = SHA-256 of the DER SubjectPublicKeyInfo, 64 lowercase hex digits).
+Pure: bytes in, bytes or a bool out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from flashgate.trust.model import Algorithm, Reason, TrustError
+
+PublicKey = Ed25519PublicKey | ec.EllipticCurvePublicKey
+
+SIGNATURE_BYTES = 64
+"""Both algorithms: Ed25519 signatures and ES256 r||s (32 + 32 bytes)."""
+
+
+def key_id(spki_der: bytes) -> str:
+    """The keyId of a key: hex SHA-256 of its DER SubjectPublicKeyInfo."""
+    return hashlib.sha256(spki_der).hexdigest()
+
+
+def load_spki(spki_der: bytes, algorithm: Algorithm) -> PublicKey:
+    """Load a DER SubjectPublicKeyInfo that must hold a key of `algorithm`.
+
+    The DER must be the key's one canonical encoding (uncompressed P-256 point, nothing trailing),
+    so that one key has exactly one keyId.
+
+    Raises:
+        TrustError: `SignatureInvalid` when the bytes are not such a key.
+    """
+    try:
+        key = serialization.load_der_public_key(bytes(spki_der))
+    except (ValueError, TypeError) as exc:
+        raise TrustError(
+            Reason.SignatureInvalid, f"public key is not a DER SubjectPublicKeyInfo: {exc}"
+        ) from None
+    if algorithm is Algorithm.ED25519 and isinstance(key, Ed25519PublicKey):
+        loaded: PublicKey = key
+    elif (
+        algorithm is Algorithm.ES256
+        and isinstance(key, ec.EllipticCurvePublicKey)
+        and isinstance(key.curve, ec.SECP256R1)
+    ):
+        loaded = key
+    else:
+        raise TrustError(
+            Reason.SignatureInvalid,
+            f"public key is a {_describe(key)} key, expected algorithm {algorithm}",
+        )
+    if _spki(loaded) != spki_der:
+        raise TrustError(Reason.SignatureInvalid, "public key is not in its canonical DER encoding")
+    return loaded
+
+
+def _describe(key: object) -> str:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC {key.curve.name}"
+    return type(key).__name__.removesuffix("PublicKey").removeprefix("_")
+
+
+def _spki(key: PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def spki_from_pem(pem: str) -> bytes:
+    """DER SubjectPublicKeyInfo of a PEM public key (as a SigningKey's `publicKey` holds it).
+
+    Raises:
+        TrustError: `SignatureInvalid` when the text is not a PEM public key.
+    """
+    try:
+        key = serialization.load_pem_public_key(pem.encode("ascii"))
+    except (ValueError, TypeError, UnicodeError) as exc:
+        raise TrustError(
+            Reason.SignatureInvalid, f"public key is not a PEM SubjectPublicKeyInfo: {exc}"
+        ) from None
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def spki_to_pem(der: bytes) -> str:
+    """PEM text ("-----BEGIN PUBLIC KEY-----") of a DER SubjectPublicKeyInfo."""
+    key = serialization.load_der_public_key(der)
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode("ascii")
+
+
+def verify_signature(algorithm: Algorithm, spki_der: bytes, tbs: bytes, signature: bytes) -> bool:
+    """Whether `signature` is a valid `algorithm` signature of `tbs` by the key `spki_der`.
+
+    ES256 signatures are raw r||s (32 + 32 bytes, big-endian) over SHA-256(tbs); DER is refused.
+
+    Raises:
+        TrustError: `SignatureInvalid` when `spki_der` is not a key of `algorithm`.
+    """
+    key = load_spki(spki_der, algorithm)
+    if len(signature) != SIGNATURE_BYTES:
+        return False
+    try:
+        if isinstance(key, Ed25519PublicKey):
+            key.verify(signature, tbs)
+        else:
+            r = int.from_bytes(signature[:32], "big")
+            s = int.from_bytes(signature[32:], "big")
+            key.verify(encode_dss_signature(r, s), tbs, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
