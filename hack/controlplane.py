@@ -16,6 +16,7 @@ starting needs the `cryptography` package (for the throwaway CA and certificates
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -148,7 +149,8 @@ def build(version: str = KUBERNETES_VERSION) -> Path:
     etcd = work / "etcd"
     etcd.mkdir(parents=True, exist_ok=True)
     (etcd / "go.mod").write_text(
-        f"module flashgate.dev/etcdbuild\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n")
+        "module flashgate.dev/etcdbuild\n\ngo 1.24\n\n"
+        f"require go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n")
     (etcd / "tools.go").write_text(
         '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n')
     _go(["mod", "tidy"], etcd, env)
@@ -200,7 +202,7 @@ def _write_pki(directory: Path) -> None:
         return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                  serialization.NoEncryption())
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flashgate-test-ca")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
@@ -211,7 +213,8 @@ def _write_pki(directory: Path) -> None:
                          critical=True)
           .sign(ca_key, hashes.SHA256()))
 
-    def leaf(name: x509.Name, usage: x509.ObjectIdentifier, sans: list[x509.GeneralName]) -> tuple[bytes, bytes]:
+    def leaf(name: x509.Name, usage: x509.ObjectIdentifier,
+             sans: list[x509.GeneralName]) -> tuple[bytes, bytes]:
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (x509.CertificateBuilder().subject_name(name).issuer_name(ca_name)
                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -352,7 +355,8 @@ class ControlPlane:
                 last_error = str(error)
             time.sleep(0.25)
         self.stop()
-        raise RuntimeError(f"kube-apiserver not ready in time ({last_error}); logs in {self.workdir}")
+        raise RuntimeError(f"kube-apiserver not ready in time ({last_error}); "
+                           f"logs in {self.workdir}")
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -398,10 +402,8 @@ def main() -> None:
             shutil.copy(plane.kubeconfig, args.kubeconfig_out)
         print(f"export KUBECONFIG={args.kubeconfig_out or plane.kubeconfig}", flush=True)
         log("running; Ctrl-C stops etcd and kube-apiserver")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
-        except KeyboardInterrupt:
-            pass
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -27,9 +28,9 @@ def test_server_reports_its_real_version(kube) -> None:  # type: ignore[no-untyp
 class _DenyingWebhook(BaseHTTPRequestHandler):
     """Denies every object it is asked about, naming it: proof the API server called us."""
 
-    calls: list[str] = []
+    calls: ClassVar[list[str]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         request = review["request"]
         type(self).calls.append(request["name"])
