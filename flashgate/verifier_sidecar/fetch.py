@@ -1,0 +1,286 @@
+"""Artifact fetching: a bounded stream into SHA-256, in constant memory whatever the size.
+
+The fetcher reads at most the declared size + 1 byte (so "more bytes than declared" is known
+without reading a huge body), under connect/read/total time limits and a minimum transfer rate.
+It decides nothing about trust: it reports what it read (`FetchResult`) or why it could not
+(`FetchError`), and the service hands that to `flashgate.trust.check_artifact`.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import ssl
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from flashgate.verifier_sidecar.urlpolicy import (
+    ArtifactUnavailable,
+    CheckedURL,
+    Checker,
+    FetchError,
+    URLNotAllowed,
+    URLPolicy,
+    inside,
+)
+
+__all__ = ["ArtifactUnavailable", "FetchError", "FetchLimits", "FetchResult", "Fetcher",
+           "URLNotAllowed", "URLPolicy"]
+
+CHUNK = 1 << 20  # 1 MiB: below this per-call overhead shows next to SHA-NI hashing
+MAX_REDIRECTS = 5
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """Time and size limits of one artifact fetch (seconds, bytes)."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    total_timeout: float = 600.0
+    min_bytes_per_second: int = 64 * 1024
+    min_rate_grace_seconds: float = 10.0
+    max_artifact_bytes: int = 8 << 30
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What was read. `size` counts the bytes hashed: at most the declared size + 1."""
+
+    url: str
+    size: int
+    sha256: bytes
+    truncated: bool  # the source ended before the declared size
+    oversized: bool  # the source had more than the declared size; reading stopped
+    seconds: float
+
+    @property
+    def scheme(self) -> str:
+        return URL(self.url).scheme
+
+
+class _Clock:
+    """Deadlines of one fetch: total, and the minimum rate after its grace period."""
+
+    def __init__(self, limits: FetchLimits) -> None:
+        self.limits = limits
+        self.start = time.monotonic()
+        self.total_deadline = self.start + limits.total_timeout
+
+    def deadline(self, got: int) -> tuple[float, str]:
+        """The time by which the next bytes must arrive, and what passing it means."""
+        lim = self.limits
+        now = time.monotonic()
+        candidates = [(self.total_deadline, f"total time limit of {lim.total_timeout:g}s"),
+                      (now + lim.read_timeout, f"no data for {lim.read_timeout:g}s (read timeout)")]
+        if lim.min_bytes_per_second > 0:
+            # Below the rate once elapsed > got / rate; never before the grace period ends.
+            rate_at = self.start + max(lim.min_rate_grace_seconds, got / lim.min_bytes_per_second)
+            candidates.append((rate_at, f"transfer too slow: {got} bytes in {{:.1f}}s, below "
+                                        f"the minimum {lim.min_bytes_per_second} B/s"))
+        return min(candidates)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+
+class _PinnedResolver(AbstractResolver):
+    """Answers only with the addresses the URL policy checked, so connect uses exactly those."""
+
+    def __init__(self) -> None:
+        self.pinned: dict[str, tuple[str, ...]] = {}
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        addresses = self.pinned.get(host.rstrip(".").lower())
+        if not addresses:
+            raise OSError(f"{host} was not checked by the URL policy")
+        return [ResolveResult(hostname=host, host=a, port=port, proto=0, flags=0,
+                              family=socket.AF_INET6 if ":" in a else socket.AF_INET)
+                for a in addresses]
+
+    async def close(self) -> None:
+        return None
+
+
+class Fetcher:
+    """Fetches artifacts per a URLPolicy and FetchLimits.
+
+    Args:
+        policy: the URL policy.
+        limits: time and size limits.
+        ca_file: extra CA bundle trusted for https, besides the system CAs.
+    """
+
+    def __init__(self, policy: URLPolicy, limits: FetchLimits,
+                 ca_file: Path | None = None) -> None:
+        self.limits = limits
+        self.checker = Checker(policy, resolve_timeout=limits.connect_timeout)
+        self._ssl = ssl.create_default_context()
+        if ca_file is not None:
+            self._ssl.load_verify_locations(cafile=str(ca_file))
+
+    async def check_url(self, url: str) -> CheckedURL:
+        """The URL policy alone (no connection). Raises URLNotAllowed or ArtifactUnavailable."""
+        return await self.checker.check(url)
+
+    async def fetch(self, url: str, expected_size: int) -> FetchResult:
+        """Stream the artifact at url into SHA-256, reading at most expected_size + 1 bytes.
+
+        Raises:
+            URLNotAllowed: the URL (or a redirect target) is refused by policy.
+            ArtifactUnavailable: the transfer failed; the message says how.
+        """
+        checked = await self.checker.check(url)
+        if expected_size > self.limits.max_artifact_bytes:
+            raise ArtifactUnavailable(
+                f"declared size {expected_size} exceeds the sidecar's maxArtifactBytes "
+                f"{self.limits.max_artifact_bytes}")
+        clock = _Clock(self.limits)
+        fetchers: dict[str, Callable[[CheckedURL, int, _Clock], Awaitable[FetchResult]]] = {
+            "https": self._https, "file": self._file, "s3": self._s3}
+        return await fetchers[checked.url.scheme](checked, expected_size, clock)
+
+    async def _s3(self, checked: CheckedURL, expected: int, clock: _Clock) -> FetchResult:
+        raise ArtifactUnavailable("s3:// is not supported yet")
+
+    # file:// --------------------------------------------------------------------------------
+
+    async def _file(self, checked: CheckedURL, expected: int, clock: _Clock) -> FetchResult:
+        assert checked.path is not None
+        root = self.checker.policy.file_root
+        assert root is not None
+        # Hashing releases the GIL but is still seconds of CPU for large files: keep it off the
+        # event loop so /healthz and other verifications stay responsive.
+        return await asyncio.to_thread(_hash_file, checked, root, expected, clock)
+
+    # https:// -------------------------------------------------------------------------------
+
+    async def _https(self, checked: CheckedURL, expected: int, clock: _Clock) -> FetchResult:
+        resolver = _PinnedResolver()
+        connector = aiohttp.TCPConnector(resolver=resolver, ssl=self._ssl, use_dns_cache=False,
+                                         force_close=True)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.limits.connect_timeout,
+                                        sock_read=self.limits.read_timeout)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                         auto_decompress=False, read_bufsize=CHUNK,
+                                         trust_env=False) as session:
+            try:
+                async with asyncio.timeout_at(_loop_time(clock.total_deadline)):
+                    return await self._follow(session, resolver, checked, expected, clock)
+            except TimeoutError:
+                raise ArtifactUnavailable(
+                    f"total time limit of {self.limits.total_timeout:g}s exceeded") from None
+            except aiohttp.ClientSSLError as exc:
+                raise ArtifactUnavailable(f"TLS error with {checked.url.host}: {exc}") from None
+            except aiohttp.ClientError as exc:
+                raise ArtifactUnavailable(f"fetching {checked.url.host} failed: "
+                                          f"{type(exc).__name__}: {exc}") from None
+
+    async def _follow(self, session: aiohttp.ClientSession, resolver: _PinnedResolver,
+                      checked: CheckedURL, expected: int, clock: _Clock) -> FetchResult:
+        # Redirects are followed by hand so every hop passes the URL policy first.
+        for _ in range(MAX_REDIRECTS + 1):
+            assert checked.url.host is not None
+            resolver.pinned[checked.url.host.rstrip(".").lower()] = checked.addresses
+            async with session.get(checked.url, allow_redirects=False,
+                                   headers={"Accept-Encoding": "identity"}) as response:
+                if response.status in REDIRECTS and "Location" in response.headers:
+                    target = checked.url.join(URL(response.headers["Location"]))
+                    if target.scheme != "https":
+                        raise URLNotAllowed(f"redirect to {target.scheme}:// refused")
+                    checked = await self.checker.check(target)
+                    continue
+                if response.status != 200:
+                    raise ArtifactUnavailable(f"HTTP {response.status} from {checked.url.host} "
+                                              f"({response.reason or 'no reason'})")
+                try:
+                    return await _hash_stream(response, str(checked.url), expected, clock)
+                finally:
+                    if not response.content.at_eof():
+                        _abort(response)
+        raise ArtifactUnavailable(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _abort(response: aiohttp.ClientResponse) -> None:
+    # A plain close of a TLS connection waits for the peer's close_notify and keeps reading
+    # (and discarding) whatever the server still sends; a body we stopped reading is cut off.
+    connection = response.connection
+    if connection is not None and connection.transport is not None:
+        connection.transport.abort()
+
+
+def _loop_time(monotonic_deadline: float) -> float:
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic_deadline - time.monotonic())
+
+
+async def _hash_stream(response: aiohttp.ClientResponse, url: str, expected: int,
+                       clock: _Clock) -> FetchResult:
+    digest = hashlib.sha256()
+    limit = expected + 1
+    length = response.content_length
+    if length is not None and length > expected:
+        # The server says so itself: no need to read a body we would refuse anyway.
+        return FetchResult(url, length, b"", truncated=False, oversized=True,
+                           seconds=clock.elapsed())
+    got = 0
+    content = response.content
+    while got < limit:
+        deadline, why = clock.deadline(got)
+        try:
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                # readchunk hands over the buffered TLS records as they are; read(n) would join
+                # and copy them (about 10% of the throughput on loopback).
+                chunk, _ = await content.readchunk()
+        except TimeoutError:
+            raise ArtifactUnavailable(why.format(clock.elapsed())) from None
+        if not chunk:
+            break
+        take = min(len(chunk), limit - got)
+        digest.update(memoryview(chunk)[:take] if take < len(chunk) else chunk)
+        got += take
+    return FetchResult(url, got, digest.digest(), truncated=got < expected,
+                       oversized=got > expected, seconds=clock.elapsed())
+
+
+def _hash_file(checked: CheckedURL, root: Path, expected: int, clock: _Clock) -> FetchResult:
+    assert checked.path is not None
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # a FIFO must not block
+    try:
+        fd = os.open(checked.path, flags)
+    except OSError as exc:
+        raise ArtifactUnavailable(f"cannot open {checked.path}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise URLNotAllowed(f"{checked.path} is not a regular file")
+    with open(fd, "rb", buffering=0, closefd=True) as file:
+        # The path was checked before opening; check what was opened (a component may have
+        # been swapped for a symlink in between).
+        opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if not inside(opened, root):
+            raise URLNotAllowed(f"{checked.path} resolves outside fileRoot {root}")
+        digest = hashlib.sha256()
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        limit, got = expected + 1, 0
+        while got < limit:
+            if time.monotonic() > clock.total_deadline:
+                raise ArtifactUnavailable(
+                    f"total time limit of {clock.limits.total_timeout:g}s exceeded")
+            n = file.readinto(view[: min(CHUNK, limit - got)])
+            if not n:
+                break
+            digest.update(view[:n])
+            got += n
+    return FetchResult(checked.url.human_repr(), got, digest.digest(), truncated=got < expected,
+                       oversized=got > expected, seconds=clock.elapsed())

@@ -1,0 +1,368 @@
+"""The sidecar's artifact fetcher against real servers on loopback (https with a test CA, files).
+
+The HTTPS server runs on its own event loop in a thread, so each test drives the fetcher with a
+plain asyncio.run and the two never share a loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import ssl
+import threading
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from flashgate.operator.tls import make_serving_cert
+from flashgate.verifier_sidecar.fetch import (
+    ArtifactUnavailable,
+    Fetcher,
+    FetchLimits,
+    FetchResult,
+    URLNotAllowed,
+    URLPolicy,
+)
+
+BODY = os.urandom(3 * 1024 * 1024 + 17)
+LOOPBACK = URLPolicy.make(allowed_networks=["127.0.0.1/32"])
+FAST = FetchLimits(connect_timeout=2, read_timeout=2, total_timeout=10,
+                   min_bytes_per_second=0, min_rate_grace_seconds=0)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class HttpsServer:
+    """An aiohttp https server on 127.0.0.1 (test CA) running in a thread with its own loop."""
+
+    directory: Path
+    routes: dict[str, Handler]
+    port: int = 0
+    sent: dict[str, int] = field(default_factory=dict)  # bytes written per path
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        cert = make_serving_cert(("localhost", "127.0.0.1"))
+        self.ca, crt, key = cert.write(self.directory)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(crt, key)
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        async def serve() -> None:
+            app = web.Application()
+            for path, handler in self.routes.items():
+                app.router.add_route("GET", path, handler)
+            self.runner = web.AppRunner(app, shutdown_timeout=0.5)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=context)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+
+        def run() -> None:
+            assert self._loop is not None
+            self._loop.run_until_complete(serve())
+            self._loop.run_forever()
+            self._loop.run_until_complete(self.runner.cleanup())
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        assert ready.wait(10)
+
+    def stop(self) -> None:
+        assert self._loop is not None and self._thread is not None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def url(self, path: str) -> str:
+        return f"https://127.0.0.1:{self.port}{path}"
+
+
+def make_routes(server_ref: list[HttpsServer]) -> dict[str, Handler]:
+    async def body(_: web.Request) -> web.StreamResponse:
+        return web.Response(body=BODY)
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        # No Content-Length, far more than declared: the reader must stop on its own. (Writes to a
+        # connection the client aborted do not fail on this server, hence the cap.)
+        response = web.StreamResponse()
+        await response.prepare(request)
+        block = b"\0" * 65536
+        sent = 0
+        try:
+            while sent < 256 << 20 and request.transport and not request.transport.is_closing():
+                await response.write(block)
+                sent += len(block)
+                server_ref[0].sent["/endless"] = sent
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        return response
+
+    async def drip(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = 10_000
+        await response.prepare(request)
+        for _ in range(10_000):
+            await response.write(b"x")
+            await asyncio.sleep(0.05)
+        return response
+
+    async def stall(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = 100
+        await response.prepare(request)
+        await response.write(b"x")
+        await asyncio.sleep(30)
+        return response
+
+    async def status(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=int(request.match_info["code"]), text="no")
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound(request.query["to"])
+
+    return {"/body": body, "/endless": endless, "/drip": drip, "/stall": stall,
+            "/status/{code}": status, "/redirect": redirect}
+
+
+@pytest.fixture(scope="module")
+def https(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpsServer]:
+    ref: list[HttpsServer] = []
+    server = HttpsServer(tmp_path_factory.mktemp("tls"), make_routes(ref))
+    ref.append(server)
+    server.start()
+    yield server
+    server.stop()
+
+
+def fetch(fetcher: Fetcher, url: str, size: int) -> FetchResult:
+    return asyncio.run(fetcher.fetch(url, size))
+
+
+def failure(fetcher: Fetcher, url: str, size: int) -> Exception:
+    try:
+        result = fetch(fetcher, url, size)
+    except (URLNotAllowed, ArtifactUnavailable) as exc:
+        return exc
+    raise AssertionError(f"expected a fetch failure, got {result}")
+
+
+def loopback_fetcher(https: HttpsServer, limits: FetchLimits = FAST) -> Fetcher:
+    return Fetcher(LOOPBACK, limits, ca_file=https.ca)
+
+
+# https ---------------------------------------------------------------------------------------
+
+def test_https_fetch_digest_and_size(https: HttpsServer) -> None:
+    result = fetch(loopback_fetcher(https), https.url("/body"), len(BODY))
+    assert result.sha256 == hashlib.sha256(BODY).digest()
+    assert (result.size, result.truncated, result.oversized) == (len(BODY), False, False)
+
+
+def test_unknown_ca_is_a_tls_failure(https: HttpsServer) -> None:
+    error = failure(Fetcher(LOOPBACK, FAST), https.url("/body"), len(BODY))
+    assert isinstance(error, ArtifactUnavailable)
+    assert "TLS" in error.message and "certificate" in error.message.lower()
+
+
+def test_fewer_bytes_than_declared_is_truncated(https: HttpsServer) -> None:
+    result = fetch(loopback_fetcher(https), https.url("/body"), len(BODY) + 1000)
+    assert result.truncated and not result.oversized and result.size == len(BODY)
+
+
+def test_more_bytes_than_declared_stops_at_declared_plus_one(https: HttpsServer) -> None:
+    declared = 1_000_000
+    result = fetch(loopback_fetcher(https), https.url("/endless"), declared)
+    sent = https.sent.get("/endless", 0)
+    assert result.oversized and result.size == declared + 1
+    # Cut off after a few buffers, not after the server's 256 MiB.
+    assert sent < 32 * 1024 * 1024
+
+
+def test_content_length_above_declared_is_oversized_without_reading(https: HttpsServer) -> None:
+    result = fetch(loopback_fetcher(https), https.url("/body"), 100)
+    assert result.oversized and result.size == len(BODY)
+
+
+@pytest.mark.parametrize("code", [404, 500])
+def test_http_error_status_is_unavailable(https: HttpsServer, code: int) -> None:
+    error = failure(loopback_fetcher(https), https.url(f"/status/{code}"), 10)
+    assert isinstance(error, ArtifactUnavailable) and f"HTTP {code}" in error.message
+
+
+def test_slow_drip_below_minimum_rate(https: HttpsServer) -> None:
+    limits = FetchLimits(connect_timeout=2, read_timeout=5, total_timeout=20,
+                         min_bytes_per_second=1000, min_rate_grace_seconds=0.3)
+    started = time.monotonic()
+    error = failure(loopback_fetcher(https, limits), https.url("/drip"), 10_000)
+    assert isinstance(error, ArtifactUnavailable) and "too slow" in error.message
+    assert time.monotonic() - started < 3
+
+
+def test_total_timeout(https: HttpsServer) -> None:
+    limits = FetchLimits(connect_timeout=2, read_timeout=5, total_timeout=0.5,
+                         min_bytes_per_second=0)
+    error = failure(loopback_fetcher(https, limits), https.url("/drip"), 10_000)
+    assert isinstance(error, ArtifactUnavailable) and "total time limit" in error.message
+
+
+def test_read_timeout(https: HttpsServer) -> None:
+    limits = FetchLimits(connect_timeout=2, read_timeout=0.3, total_timeout=20,
+                         min_bytes_per_second=0)
+    error = failure(loopback_fetcher(https, limits), https.url("/stall"), 100)
+    assert isinstance(error, ArtifactUnavailable) and "read timeout" in error.message
+
+
+def test_redirect_to_allowed_address_is_followed(https: HttpsServer) -> None:
+    url = https.url("/redirect?to=" + https.url("/body"))
+    assert fetch(loopback_fetcher(https), url, len(BODY)).size == len(BODY)
+
+
+@pytest.mark.parametrize("target", ["https://169.254.169.254/latest/meta-data/",
+                                    "https://127.0.0.2:{port}/body", "https://10.0.0.1/x",
+                                    "http://127.0.0.1:{port}/body",
+                                    "file:///etc/passwd"])
+def test_redirect_to_denied_address_is_refused(https: HttpsServer, target: str) -> None:
+    url = https.url("/redirect?to=" + target.format(port=https.port))
+    error = failure(loopback_fetcher(https), url, len(BODY))
+    assert isinstance(error, URLNotAllowed)
+
+
+def test_connection_refused_is_unavailable(https: HttpsServer) -> None:
+    error = failure(loopback_fetcher(https), "https://127.0.0.1:1/x", 10)
+    assert isinstance(error, ArtifactUnavailable) and "127.0.0.1" in error.message
+
+
+def test_declared_size_above_sidecar_maximum(https: HttpsServer) -> None:
+    limits = FetchLimits(max_artifact_bytes=1000)
+    error = failure(loopback_fetcher(https, limits), https.url("/body"), 1001)
+    assert isinstance(error, ArtifactUnavailable) and "maxArtifactBytes" in error.message
+
+
+def test_s3_is_not_supported_yet() -> None:
+    error = failure(Fetcher(URLPolicy(), FAST), "s3://bucket/key", 10)
+    assert isinstance(error, ArtifactUnavailable) and "s3:// is not supported yet" in error.message
+
+
+# URL policy ----------------------------------------------------------------------------------
+
+DENIED = [
+    "https://127.0.0.1/fw.bin", "https://localhost/fw.bin", "https://[::1]/fw.bin",
+    "https://169.254.169.254/latest/meta-data/", "https://[fe80::1]/x", "https://10.0.0.1/x",
+    "https://172.16.5.4/x", "https://192.168.1.1/x", "https://100.64.0.1/x",
+    "https://0.0.0.0/x", "https://[::]/x", "https://224.0.0.1/x", "https://[ff02::1]/x",
+    "https://[::ffff:127.0.0.1]/x", "https://[::ffff:169.254.169.254]/x",
+    "https://[2002:7f00:1::]/x", "https://[fd00::1]/x", "https://127.1/x",
+    "https://0x7f.0.0.1/x", "https://2130706433/x", "https://017700000001/x",
+    "https://kubernetes.default.svc/x", "https://kubernetes.default/x",
+    "https://minio.storage.svc.cluster.local/x", "https://metadata.google.internal/x",
+    "https://minio/x", "http://example.com/fw.bin", "ftp://example.com/fw.bin",
+    "https://user:secret@example.com/fw.bin", "https://user@example.com/fw.bin",
+    "https://@example.com/fw.bin", "file:///etc/passwd", "gopher://example.com/",
+    "example.com/fw.bin",
+]
+
+
+@pytest.mark.parametrize("url", DENIED)
+def test_url_policy_denies(url: str) -> None:
+    with pytest.raises(URLNotAllowed):
+        asyncio.run(Fetcher(URLPolicy(), FAST).check_url(url))
+
+
+@pytest.mark.parametrize("url", ["https://8.8.8.8/fw.bin", "https://[2606:4700::1111]/fw.bin"])
+def test_url_policy_allows_public_addresses(url: str) -> None:
+    checked = asyncio.run(Fetcher(URLPolicy(), FAST).check_url(url))
+    assert checked.addresses and checked.url.scheme == "https"
+
+
+@pytest.mark.parametrize("policy", [URLPolicy.make(allowed_hosts=["127.0.0.1"]),
+                                    URLPolicy.make(allowed_networks=["127.0.0.0/8"])])
+def test_allow_listed_loopback_passes(policy: URLPolicy) -> None:
+    checked = asyncio.run(Fetcher(policy, FAST).check_url("https://127.0.0.1:8443/fw.bin"))
+    assert checked.addresses == ("127.0.0.1",)
+
+
+def test_allow_listed_name_resolves() -> None:
+    policy = URLPolicy.make(allowed_hosts=["localhost"])
+    checked = asyncio.run(Fetcher(policy, FAST).check_url("https://localhost:8443/fw.bin"))
+    assert "127.0.0.1" in checked.addresses
+
+
+def test_allow_list_of_one_address_does_not_open_the_others() -> None:
+    with pytest.raises(URLNotAllowed):
+        asyncio.run(Fetcher(LOOPBACK, FAST).check_url("https://127.0.0.2/fw.bin"))
+
+
+# file:// -------------------------------------------------------------------------------------
+
+def file_fetcher(root: Path) -> Fetcher:
+    return Fetcher(URLPolicy.make(allow_file=True, file_root=root), FAST)
+
+
+def test_file_url_disabled_by_default(tmp_path: Path) -> None:
+    (tmp_path / "a.bin").write_bytes(b"abc")
+    error = failure(Fetcher(URLPolicy(file_root=tmp_path), FAST), (tmp_path / "a.bin").as_uri(), 3)
+    assert isinstance(error, URLNotAllowed) and "allowFileURLs" in error.message
+
+
+def test_file_fetch(tmp_path: Path) -> None:
+    (tmp_path / "a.bin").write_bytes(BODY)
+    result = fetch(file_fetcher(tmp_path), (tmp_path / "a.bin").as_uri(), len(BODY))
+    assert result.sha256 == hashlib.sha256(BODY).digest() and result.size == len(BODY)
+    short = fetch(file_fetcher(tmp_path), (tmp_path / "a.bin").as_uri(), len(BODY) + 1)
+    assert short.truncated
+    long = fetch(file_fetcher(tmp_path), (tmp_path / "a.bin").as_uri(), 10)
+    assert long.oversized and long.size == 11
+    assert long.sha256 == hashlib.sha256(BODY[:11]).digest()
+
+
+def test_file_escapes_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "secret").write_bytes(b"secret")
+    (root / "link").symlink_to(tmp_path / "secret")
+    (root / "dirlink").symlink_to(tmp_path)
+    for url in [f"file://{root}/../secret", f"file://{root}/%2e%2e/secret",
+                (root / "link").as_uri(), f"{(root / 'dirlink').as_uri()}/secret",
+                f"file://example.com{root}/x"]:
+        error = failure(file_fetcher(root), url, 6)
+        assert isinstance(error, URLNotAllowed), url
+
+
+def test_symlink_inside_root_is_followed(tmp_path: Path) -> None:
+    (tmp_path / "a.bin").write_bytes(b"abc")
+    (tmp_path / "alias").symlink_to(tmp_path / "a.bin")
+    assert fetch(file_fetcher(tmp_path), (tmp_path / "alias").as_uri(), 3).size == 3
+
+
+def test_only_regular_files(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    for name in ("fifo", "dir"):
+        error = failure(file_fetcher(tmp_path), (tmp_path / name).as_uri(), 3)
+        assert isinstance(error, (URLNotAllowed, ArtifactUnavailable)), name
+    error = failure(file_fetcher(tmp_path), (tmp_path / "missing").as_uri(), 3)
+    assert isinstance(error, ArtifactUnavailable)
+
+
+def test_memory_stays_flat_for_a_large_file(tmp_path: Path) -> None:
+    size = 256 * 1024 * 1024
+    path = tmp_path / "big.bin"
+    with open(path, "wb") as file:
+        file.truncate(size)  # sparse: reads as zeros without using the disk
+    tracemalloc.start()
+    try:
+        result = fetch(file_fetcher(tmp_path), path.as_uri(), size)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.size == size and not result.truncated
+    assert peak < 4 * 1024 * 1024, f"peak traced memory {peak} bytes"
