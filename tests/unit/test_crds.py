@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from flashgate.api import crdgen
 from flashgate.api.models import (
     MAX_ENVELOPE_BASE64,
+    PATTERN_MESSAGE,
     RESOURCES,
     Algorithm,
     Condition,
@@ -205,7 +206,7 @@ def test_check_mode_reports_missing_and_stale_files(tmp_path: Path,
 
 def test_schemas_are_structural(crds: dict[str, dict[str, Any]]) -> None:
     forbidden = {"$ref", "$defs", "anyOf", "oneOf", "allOf", "not", "title", "const",
-                 "additionalProperties", "nullable", crdgen.PATTERN_MESSAGE}
+                 "additionalProperties", "nullable", PATTERN_MESSAGE}
     for kind, crd in crds.items():
         for path, node in walk(schema_of(crd)):
             assert "type" in node, f"{kind} {path}: no type"
