@@ -41,8 +41,11 @@ from flashgate.signing.inputs import (
     parse_time,
 )
 from flashgate.signing.resources import (
+    DEFAULT_CHANNEL,
     ReleaseFile,
     SigningKeyFile,
+    check_key_fields,
+    check_release_fields,
     dump_yaml,
     load_release,
     load_signing_keys,
@@ -67,7 +70,6 @@ if TYPE_CHECKING:
     from flashgate.signing.pkcs11 import HsmKey, Pkcs11Token
 
 ALGORITHMS = tuple(str(a) for a in Algorithm)
-ALLOWED_URL_SCHEMES = ("https://", "s3://", "file://")
 ROOT_NOT_AFTER = 2**64 - 1  # a root is trusted until it is replaced out of band
 
 # --- help texts --------------------------------------------------------------------------------
@@ -529,6 +531,8 @@ def _endorse(args: argparse.Namespace) -> int:
                    if args.activate_at else None)
     if activate_at is not None and not not_before <= activate_at < not_after:
         raise UsageError("--activate-at must be inside the validity (--not-before .. --not-after)")
+    check_key_fields(tier=tier, not_before=not_before, not_after=not_after, replaces=replaces,
+                     overlap=overlap, activate_at=activate_at)
     output = Output(args.output)
     output.check()
     key_file = Path(args.key)
@@ -573,6 +577,13 @@ def _sign(args: argparse.Namespace) -> int:
     output = Output(args.add_signature if args.in_place else args.output, replace=args.in_place)
     check_readable(args.artifact, "--artifact")
     plan = _release_plan(args, existing)
+    if existing is None:
+        # Every field the API would refuse is refused now, before the PIN and the signature.
+        check_release_fields(ReleaseManifest(
+            fleet=plan.fleet, product=plan.product, tier=Tier(plan.tier), version=plan.version,
+            security_version=plan.security_version, artifact_name=args.artifact.name,
+            artifact_size=args.artifact.stat().st_size, artifact_sha256=bytes(32)),
+            plan.url, plan.channel)
     output.check()
 
     with _open_key(args, args.key, args.dev_file) as key:
@@ -640,17 +651,10 @@ def _release_plan(args: argparse.Namespace, existing: ReleaseFile | None) -> _Pl
     missing = [f"--{f.replace('_', '-')}" for f in required if getattr(args, f) is None]
     if missing:
         raise UsageError(f"sign needs {', '.join(missing)} (or --add-signature RELEASE.yaml)")
-    for flag in ("product", "version"):
-        if not getattr(args, flag).strip():
-            raise UsageError(f"--{flag} is empty")
-    if not args.url.startswith(ALLOWED_URL_SCHEMES):
-        raise UsageError(f"--url {args.url!r}: devices fetch https://, s3:// or (demos) file:// "
-                         "URLs")
     name = args.name or default_release_name(args.product, args.tier, args.version)
-    channel = args.channel or "stable"
     return _Plan(check_name(name, "--name"), check_fleet(args.fleet), args.tier, args.product,
                  args.version, args.security_version, args.url,
-                 check_name(channel, "--channel"))
+                 args.channel or DEFAULT_CHANNEL)
 
 
 def _check_not_signed_by(existing: ReleaseFile, key: _Key) -> None:

@@ -1,8 +1,9 @@
 """The Kubernetes resources the station writes and reads: SigningKey and FirmwareRelease YAML.
 
-Field names are those of DESIGN.md "Resources" (group ota.flashgate.dev, version v1alpha1; a
-namespace is a fleet). Reading is strict: a malformed document is a `UsageError` naming the file
-and the field, never a traceback and never a guess.
+Written through the API's pydantic models (`flashgate.api.models`), so what the station writes
+is what the API server accepts, and a field it would refuse is caught before anything is signed
+(`check_release_fields`, `check_key_fields`). Reading is strict: a malformed document is a
+`UsageError` naming the file and the field, never a traceback and never a guess.
 """
 
 from __future__ import annotations
@@ -11,21 +12,25 @@ import base64
 import binascii
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
+from flashgate.api import models
 from flashgate.signing.errors import UsageError
 from flashgate.signing.files import read_text
-from flashgate.trust.model import Algorithm, Tier, format_time
+from flashgate.trust.model import Algorithm, Tier
 from flashgate.trust.payloads import ReleaseManifest
 
-API_VERSION = "ota.flashgate.dev/v1alpha1"
+API_VERSION = models.API_VERSION
 SIGNING_KEY = "SigningKey"
 FIRMWARE_RELEASE = "FirmwareRelease"
-DEFAULT_CHANNEL = "stable"
+DEFAULT_CHANNEL = models.DEFAULT_CHANNEL
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -46,50 +51,138 @@ def dump_yaml(doc: Mapping[str, Any]) -> str:
                      allow_unicode=True)
 
 
+_PLACEHOLDER_ENVELOPE = "AAAA"
+_PLACEHOLDER_PEM = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+
+
 def signing_key_doc(*, name: str, fleet: str, tier: Tier, algorithm: Algorithm,
                     public_pem: str, not_before: int, not_after: int, endorsement: bytes,
                     replaces: str | None = None, overlap: str | None = None,
                     activate_at: int | None = None) -> dict[str, Any]:
-    """A ready-to-apply SigningKey; `endorsement` is the root's COSE_Sign1 bytes."""
-    spec: dict[str, Any] = {
+    """A ready-to-apply SigningKey, built and validated by the API's own model.
+
+    Args:
+        endorsement: The root's COSE_Sign1 bytes (written as base64).
+        overlap: A duration such as "168h", used only with `replaces` (the API's default then).
+
+    Raises:
+        UsageError: A field the API server would refuse, in the words of the API.
+    """
+    spec = _validated(models.SigningKeySpec, {
         "tier": str(tier),
         "algorithm": str(algorithm),
-        "publicKey": public_pem,
-        "notBefore": format_time(not_before),
-        "notAfter": format_time(not_after),
+        "public_key": public_pem,
+        "not_before": _utc(not_before),
+        "not_after": _utc(not_after),
         "endorsement": base64.b64encode(endorsement).decode("ascii"),
-    }
-    if replaces is not None:
-        spec["replaces"] = replaces
-        spec["overlap"] = overlap
-    if activate_at is not None:
-        spec["activateAt"] = format_time(activate_at)
-    return {"apiVersion": API_VERSION, "kind": SIGNING_KEY,
-            "metadata": {"name": name, "namespace": fleet}, "spec": spec}
+        "replaces": replaces,
+        "overlap": overlap if replaces is not None else None,
+        "activate_at": None if activate_at is None else _utc(activate_at),
+    }, KEY_FLAGS)
+    return models.SigningKey(metadata={"name": name, "namespace": fleet}, spec=spec).to_k8s()
 
 
 def release_doc(*, name: str, manifest: ReleaseManifest, url: str, channel: str,
                 signatures: Sequence[bytes]) -> dict[str, Any]:
-    """A ready-to-apply FirmwareRelease whose spec equals the signed manifest field for field."""
+    """A ready-to-apply FirmwareRelease whose spec equals the signed manifest field for field.
+
+    Raises:
+        UsageError: A field the API server would refuse, in the words of the API.
+    """
+    spec = _validated(models.FirmwareReleaseSpec, _release_fields(
+        manifest, url, channel, [base64.b64encode(s).decode("ascii") for s in signatures]),
+        RELEASE_FLAGS)
+    return models.FirmwareRelease(metadata={"name": name, "namespace": manifest.fleet},
+                                  spec=spec).to_k8s()
+
+
+def check_release_fields(manifest: ReleaseManifest, url: str, channel: str) -> None:
+    """Checks a release's fields against the API before anything is signed (the signature is
+    not made yet: a placeholder stands in for it).
+
+    Raises:
+        UsageError: A field the API server would refuse, naming the flag that set it.
+    """
+    _validated(models.FirmwareReleaseSpec,
+               _release_fields(manifest, url, channel, [_PLACEHOLDER_ENVELOPE]), RELEASE_FLAGS)
+
+
+def check_key_fields(*, tier: Tier, not_before: int, not_after: int, replaces: str | None,
+                     overlap: str | None, activate_at: int | None,
+                     algorithm: Algorithm = Algorithm.ED25519,
+                     public_pem: str = _PLACEHOLDER_PEM) -> None:
+    """Checks a SigningKey's fields against the API before the root signs anything (the key
+    itself may not be read from the HSM yet: a placeholder stands in for it).
+
+    Raises:
+        UsageError: A field the API server would refuse, naming the flag that set it.
+    """
+    signing_key_doc(name="check", fleet="check", tier=tier, algorithm=algorithm,
+                    public_pem=public_pem, not_before=not_before, not_after=not_after,
+                    endorsement=b"\0\0\0", replaces=replaces, overlap=overlap,
+                    activate_at=activate_at)
+
+
+KEY_FLAGS = {"not_before": "--not-before", "not_after": "--not-after / --valid-for",
+             "replaces": "--replaces", "overlap": "--overlap", "activate_at": "--activate-at",
+             "tier": "--tier", "public_key": "--key"}
+RELEASE_FLAGS = {"tier": "--tier", "product": "--product", "version": "--version",
+                 "security_version": "--security-version", "channel": "--channel",
+                 "artifact.url": "--url", "artifact.name": "--artifact (its file name)",
+                 "artifact.size": "--artifact (its size)"}
+
+
+def _release_fields(manifest: ReleaseManifest, url: str, channel: str,
+                    signatures: list[str]) -> dict[str, Any]:
     return {
-        "apiVersion": API_VERSION,
-        "kind": FIRMWARE_RELEASE,
-        "metadata": {"name": name, "namespace": manifest.fleet},
-        "spec": {
-            "tier": str(manifest.tier),
-            "product": manifest.product,
-            "version": manifest.version,
-            "securityVersion": manifest.security_version,
-            "channel": channel,
-            "artifact": {
-                "url": url,
-                "name": manifest.artifact_name,
-                "sha256": manifest.artifact_sha256.hex(),
-                "size": manifest.artifact_size,
-            },
-            "signatures": [base64.b64encode(s).decode("ascii") for s in signatures],
-        },
+        "tier": str(manifest.tier),
+        "product": manifest.product,
+        "version": manifest.version,
+        "security_version": manifest.security_version,
+        "channel": channel,
+        "artifact": {"url": url, "name": manifest.artifact_name,
+                     "sha256": manifest.artifact_sha256.hex(), "size": manifest.artifact_size},
+        "signatures": signatures,
     }
+
+
+def _utc(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _validated(model: type[_M], fields: dict[str, Any], flags: Mapping[str, str]) -> _M:
+    try:
+        return model.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as err:
+        raise UsageError("; ".join(_explain(model, e, flags) for e in err.errors()),
+                         "nothing was signed") from None
+
+
+def _explain(model: type[BaseModel], error: Mapping[str, Any], flags: Mapping[str, str]) -> str:
+    """One validation error in the API's words: the field's pattern message when it has one."""
+    loc = tuple(str(part) for part in error["loc"])
+    dotted = ".".join(p for p in loc if not p.isdigit())
+    flag = flags.get(dotted, dotted)
+    message = str(error["msg"])
+    if error.get("type") == "string_pattern_mismatch":
+        message = _pattern_message(model, loc) or message
+    value = error.get("input")
+    shown = f" {value!r}" if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    return f"{flag}{shown}: {message}"
+
+
+def _pattern_message(model: type[BaseModel], loc: Sequence[str]) -> str | None:
+    current: Any = model
+    info = None
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if fields is None or part not in fields:
+            break
+        info = fields[part]
+        current = info.annotation
+    extra = info.json_schema_extra if info is not None else None
+    message = extra.get(models.PATTERN_MESSAGE) if isinstance(extra, dict) else None
+    return str(message) if message else None
 
 
 def load_documents(path: Path, flag: str) -> list[dict[str, Any]]:
