@@ -355,7 +355,7 @@ def test_revocations(root: KeySigner, roots: list[KeyRecord], key: KeySigner) ->
 # --- the ring ------------------------------------------------------------------------------
 
 
-def record(signer: KeySigner, tier: Tier | str = Tier.APPLICATION, **changes: Any) -> KeyRecord:
+def record(signer: KeySigner, tier: Any = Tier.APPLICATION, **changes: Any) -> KeyRecord:
     base = KeyRecord(signer.key_id, tier, signer.algorithm, signer.spki_der, NOT_BEFORE, NOT_AFTER)
     return dataclasses.replace(base, **changes)
 

@@ -154,7 +154,9 @@ def test_base64_text_envelopes_are_accepted(fleet: Fleet) -> None:
 
 def test_a_single_envelope_not_wrapped_in_a_list_is_one_envelope(fleet: Fleet) -> None:
     envelope = signed(fleet.keys["app"])
-    assert verify_release(envelope, MANIFEST, fleet.ring, POLICY, FLOOR, NOW).accepted
+    # A caller mistake the type checker catches; at run time it still means one envelope.
+    verdict = verify_release(envelope, MANIFEST, fleet.ring, POLICY, FLOOR, NOW)  # type: ignore[arg-type]
+    assert verdict.accepted
 
 
 # --- step 1: structure ---------------------------------------------------------------------
@@ -379,12 +381,15 @@ def test_a_validly_signed_non_deterministic_payload_is_refused(fleet: Fleet, kin
     assert_rejected(verify(fleet, [envelope]), Reason.SignatureInvalid, "deterministic")
 
 
+_INTEGER_KEYED: dict[Any, Any] = {**_wire(), 1: 1}
+
+
 @pytest.mark.parametrize(
     ("kind", "payload"),
     [
         ("unknown key", _wire(extra=1)),
         ("missing key", _wire(version=None)),
-        ("integer key", {**_wire(), 1: 1}),
+        ("integer key", _INTEGER_KEYED),
         ("v = 2", _wire(v=2)),
         ("wrong type", _wire(type="key")),
         ("unknown tier", _wire(tier="firmware")),
