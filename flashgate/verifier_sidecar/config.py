@@ -1,0 +1,198 @@
+"""The sidecar's own configuration: fleet roots, policy and fetch limits, read once at start-up.
+
+Thresholds and the maximum securityVersion jump are the sidecar's policy, not the operator's: a
+compromised operator must not be able to lower a bootloader threshold, so they are read from this
+read-only file (a ConfigMap mounted into the sidecar container) and never from a request.
+
+    roots:                       # or rootFiles: [{path: /etc/flashgate/root.pem, algorithm: ...}]
+      - publicKey: |
+          -----BEGIN PUBLIC KEY-----
+          ...
+        algorithm: ed25519       # or ecdsa-p256-sha256
+    thresholds: {bootloader: 2}  # distinct keys per tier; tiers not listed need 1
+    maxSecurityVersionJump: 100
+    connectTimeoutSeconds: 10
+    readTimeoutSeconds: 30
+    totalTimeoutSeconds: 600
+    minBytesPerSecond: 65536     # after minRateGraceSeconds; 0 disables the rate check
+    minRateGraceSeconds: 10
+    maxArtifactBytes: 8589934592
+    maxConcurrentFetches: 4
+    allowFileURLs: false         # demos and tests only; then fileRoot is required
+    fileRoot: /srv/artifacts
+    allowedHosts: []             # host names or IPs exempt from the private-address denial
+    allowedNetworks: []          # CIDRs exempt from it
+    caFile: /etc/flashgate/ca.pem  # extra CAs for https, besides the system ones
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from flashgate.trust import (
+    ROOT,
+    Algorithm,
+    KeyRecord,
+    Policy,
+    Tier,
+    TrustError,
+    key_id,
+    load_spki,
+    spki_from_pem,
+)
+from flashgate.verifier_sidecar.fetch import FetchLimits, URLPolicy
+
+ROOT_NOT_AFTER = 2**63 - 1  # roots are configured out of band; their lifetime is this file's
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or invalid; the message says where."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
+                              frozen=True)
+
+
+class RootKey(_Model):
+    public_key: str = Field(description="PEM SubjectPublicKeyInfo of a fleet root")
+    algorithm: Algorithm
+
+
+class RootFile(_Model):
+    path: Path = Field(description="a PEM public key file of a fleet root")
+    algorithm: Algorithm
+
+
+class SidecarConfig(_Model):
+    """The file's schema; field names are camelCase in the file."""
+
+    roots: list[RootKey] = Field(default_factory=list)
+    root_files: list[RootFile] = Field(default_factory=list)
+    thresholds: dict[Tier, int] = Field(default_factory=dict)
+    max_security_version_jump: int = Field(default=100, ge=0)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    read_timeout_seconds: float = Field(default=30.0, gt=0)
+    total_timeout_seconds: float = Field(default=600.0, gt=0)
+    min_bytes_per_second: int = Field(default=64 * 1024, ge=0)
+    min_rate_grace_seconds: float = Field(default=10.0, ge=0)
+    max_artifact_bytes: int = Field(default=8 << 30, ge=1)
+    max_concurrent_fetches: int = Field(default=4, ge=1, le=256)
+    allow_file_urls: bool = Field(default=False, alias="allowFileURLs")
+    file_root: Path | None = None
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list)
+    ca_file: Path | None = None
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, value: dict[Tier, int]) -> dict[Tier, int]:
+        bad = {str(t): k for t, k in value.items() if k < 1}
+        if bad:
+            raise ValueError(f"thresholds must be at least 1, got {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SidecarConfig:
+        if not self.roots and not self.root_files:
+            raise ValueError("no fleet root configured: set roots or rootFiles")
+        if self.allow_file_urls and self.file_root is None:
+            raise ValueError("allowFileURLs needs fileRoot (the directory file:// URLs must "
+                             "resolve inside)")
+        if self.file_root is not None and not self.file_root.is_dir():
+            raise ValueError(f"fileRoot {self.file_root} is not a directory")
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"caFile {self.ca_file} is not a file")
+        return self
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the sidecar runs with: the validated file plus the loaded roots."""
+
+    config: SidecarConfig
+    roots: tuple[KeyRecord, ...]
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(thresholds=dict(self.config.thresholds),
+                      max_security_version_jump=self.config.max_security_version_jump)
+
+    @property
+    def url_policy(self) -> URLPolicy:
+        c = self.config
+        return URLPolicy.make(allow_file=c.allow_file_urls, file_root=c.file_root,
+                              allowed_hosts=c.allowed_hosts,
+                              allowed_networks=[str(n) for n in c.allowed_networks])
+
+    @property
+    def limits(self) -> FetchLimits:
+        c = self.config
+        return FetchLimits(connect_timeout=c.connect_timeout_seconds,
+                           read_timeout=c.read_timeout_seconds,
+                           total_timeout=c.total_timeout_seconds,
+                           min_bytes_per_second=c.min_bytes_per_second,
+                           min_rate_grace_seconds=c.min_rate_grace_seconds,
+                           max_artifact_bytes=c.max_artifact_bytes)
+
+
+def root_record(pem: str, algorithm: Algorithm, where: str) -> KeyRecord:
+    """A fleet root as a KeyRecord of tier "root", valid for as long as it is configured."""
+    try:
+        der = spki_from_pem(pem)
+        load_spki(der, algorithm)  # the key must be of the declared algorithm
+    except TrustError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
+    return KeyRecord(key_id=key_id(der), tier=ROOT, algorithm=algorithm, public_key=der,
+                     not_before=0, not_after=ROOT_NOT_AFTER, name=f"root {where}")
+
+
+def settings_from(data: object) -> Settings:
+    """Validate an already parsed document. Raises ConfigError."""
+    try:
+        config = SidecarConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+                             for e in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from None
+    roots = [root_record(r.public_key, r.algorithm, f"roots[{i}]")
+             for i, r in enumerate(config.roots)]
+    for i, f in enumerate(config.root_files):
+        try:
+            pem = f.path.read_text(encoding="ascii")
+        except (OSError, UnicodeError) as exc:
+            raise ConfigError(f"rootFiles[{i}]: cannot read {f.path}: {exc}") from None
+        roots.append(root_record(pem, f.algorithm, f"rootFiles[{i}] {f.path}"))
+    return Settings(config=config, roots=tuple(roots))
+
+
+def load_settings(path: Path) -> Settings:
+    """Read, parse (YAML, or JSON which YAML reads too) and validate. Raises ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: "
+                          f"{exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping of settings")
+    try:
+        return settings_from(data)
+    except ConfigError as exc:
+        raise ConfigError(f"config {path}: {exc}") from None
