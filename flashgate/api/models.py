@@ -982,15 +982,16 @@ class FirmwareReleaseSpec(_Model):
         description="The image: where to fetch it (url) and what it must be (name, sha256, size)."
     )
     signatures: list[_EnvelopeBase64] = Field(
-        min_length=1,
         max_length=MAX_SIGNATURES,
         description=(
             "The signatures over the release manifest, made by `flashgate sign`: each the "
             "standard base64 (with padding) of a COSE_Sign1 envelope by a key of this tier, all "
             "over the same manifest bytes. A tier that needs k signatures (2 recommended for "
             "bootloader) needs k envelopes by k distinct keys; one key signing twice counts "
-            f"once. Required; 1 to {MAX_SIGNATURES} distinct entries, each at most "
-            f"{MAX_ENVELOPE_BASE64} characters (a {MAX_ENVELOPE_BYTES // 1024} KiB envelope)."
+            f"once. Up to {MAX_SIGNATURES} distinct entries, each at most "
+            f"{MAX_ENVELOPE_BASE64} characters (a {MAX_ENVELOPE_BYTES // 1024} KiB envelope). "
+            "An empty list is refused by the admission webhook; if it gets past (webhook down), "
+            "the gate rejects it (ThresholdNotMet), so the attempt is recorded and alerted on."
         ),
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )

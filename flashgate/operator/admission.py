@@ -33,6 +33,9 @@ def release_problems(*, fleet: str, spec: Mapping[str, Any],
     problems: list[str] = []
     tier = spec.get("tier")
     by_id = _key_ids(keys)
+    if not spec.get("signatures"):
+        problems.append(f"spec.signatures is empty: every {tier} release, config and models "
+                        "included, must be signed by a key of its tier (flashgate sign)")
     for index, text in enumerate(spec.get("signatures") or ()):
         where = f"spec.signatures[{index}]"
         try:

@@ -1,0 +1,3 @@
+from flashgate.operator.main import main
+
+main()
