@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from flashgate.api.models import MAX_SECURITY_VERSION
 from flashgate.signing import devfile, filekeys
 from flashgate.signing.errors import StationError, UsageError
 from flashgate.signing.files import Output, check_readable, hash_file, read_text
@@ -217,6 +218,14 @@ def _uint(text: str) -> int:
     return value
 
 
+def _security_version(text: str) -> int:
+    value = _uint(text)
+    if value > MAX_SECURITY_VERSION:
+        raise argparse.ArgumentTypeError(
+            f"{text} is above {MAX_SECURITY_VERSION} (a device's 32-bit secure counter)")
+    return value
+
+
 def build_parser(prog: str = "flashgate") -> argparse.ArgumentParser:
     """The whole command line: global flags and one subparser per subcommand."""
     parser = argparse.ArgumentParser(
@@ -296,8 +305,8 @@ def build_parser(prog: str = "flashgate") -> argparse.ArgumentParser:
     p.add_argument("--fleet", help="the fleet (Kubernetes namespace) the release is for")
     p.add_argument("--product", help="hardware class id the image is built for")
     p.add_argument("--version", help="human version, e.g. 4.2.0")
-    p.add_argument("--security-version", type=_uint, metavar="N",
-                   help="monotonic anti-rollback counter")
+    p.add_argument("--security-version", type=_security_version, metavar="N",
+                   help=f"monotonic anti-rollback counter (0 to {MAX_SECURITY_VERSION})")
     p.add_argument("--artifact", type=Path, required=True, metavar="FILE",
                    help="the firmware image to sign (read, never changed)")
     p.add_argument("--url", help="where devices download it: https://, s3:// (file:// for demos)")
@@ -478,6 +487,8 @@ def _keygen(args: argparse.Namespace) -> int:
     if public_out is not None:
         public_out.check()
     if args.dev_file is not None:
+        if public_out is not None and args.public_key_out.resolve() == args.dev_file.resolve():
+            raise UsageError("--public-key-out and --dev-file name the same file")
         target = devfile.dev_key_output(args.dev_file)
         target.check()
         _say(devfile.WARNING)
@@ -841,6 +852,8 @@ def _endorsed(key: SigningKeyFile, fleet: str, roots: Sequence[KeyRecord]) -> Ke
 def _status(args: argparse.Namespace) -> int:
     from flashgate.signing.status import current_namespace, read_fleet, render
 
+    if args.kubeconfig is not None and not Path(args.kubeconfig).is_file():
+        raise UsageError(f"--kubeconfig {args.kubeconfig}: no such file")
     fleet = args.namespace or current_namespace(args.kubeconfig, args.context)
     view = read_fleet(fleet, args.kubeconfig, args.context)
     sys.stdout.write(render(view, _now(), all_keys=args.all))

@@ -216,7 +216,8 @@ class Pkcs11Token:
             lib = pkcs11.lib(module)
         except (RuntimeError, OSError) as err:
             raise StationError(f"cannot load PKCS#11 module {module}: {_describe(err)}",
-                               "check the path and that it matches this machine's architecture"
+                               "check the path and that it matches this machine's architecture; "
+                               "for SoftHSM2, check that $SOFTHSM2_CONF names a readable config"
                                ) from err
         try:
             token = lib.get_token(token_label=self._config.token)

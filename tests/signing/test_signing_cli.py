@@ -482,6 +482,19 @@ def test_fields_the_api_refuses_are_refused_before_signing(station: Station) -> 
                        "--overlap", "1h"), 2, "--overlap needs --replaces")
 
 
+def test_security_version_fits_a_device_counter(station: Station) -> None:
+    args = station.sign_args(station.app)
+    args[args.index("--security-version") + 1] = str(2**32)
+    result = station.run(*args)
+    assert result.returncode == 2
+    assert "4294967296 is above 4294967295 (a device's 32-bit secure counter)" in result.stderr
+
+
+def test_status_without_a_kubeconfig(tmp_path: Path) -> None:
+    result = flashgate(None, "status", "-n", FLEET, "--kubeconfig", "missing", cwd=tmp_path)
+    _error(result, 2, "--kubeconfig missing: no such file")
+
+
 def test_flag_combinations(station: Station) -> None:
     _error(station.run("keygen", "--tier", "os", "--root", "--label", "x"), 2,
            "not allowed with argument")

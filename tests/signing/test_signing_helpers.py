@@ -3,6 +3,7 @@ No HSM and no cluster needed."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import stat
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 
 from flashgate.signing.errors import UsageError
 from flashgate.signing.filekeys import generate
-from flashgate.signing.files import Output, hash_file
+from flashgate.signing.files import PROGRESS_MIN_BYTES, Output, _Bar, hash_file
 from flashgate.signing.inputs import (
     check_fleet,
     check_name,
@@ -200,3 +201,25 @@ def test_status_screen_of_an_empty_fleet() -> None:
     text = render(FleetView("gw-2", [], [], []), NOW)
     assert "no trusted key for: bootloader, os, application, driver, config" in text
     assert "no floor yet" in text and "nothing published" in text
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_on_a_terminal_for_large_files() -> None:
+    total = PROGRESS_MIN_BYTES
+    screen = _Terminal()
+    bar = _Bar(screen, "fw.bin", total)
+    for done in (0, total // 4, total // 4 + 1, total):
+        bar.update(done)
+    bar.done()
+    frames = screen.getvalue().split("\r")[1:]
+    assert len(frames) == 3  # redrawn once per percent, not per read
+    assert frames[-1].startswith("hashing fw.bin [" + "#" * 30 + "] 100% 64/64 MiB")
+    piped = io.StringIO()
+    _Bar(piped, "fw.bin", total).update(total)
+    small = _Terminal()
+    _Bar(small, "fw.bin", total - 1).update(total - 1)
+    assert piped.getvalue() == small.getvalue() == ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import pkcs11
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -21,7 +22,7 @@ from flashgate.signing.pkcs11 import (
 )
 from flashgate.trust import cose
 from flashgate.trust.keys import key_id, verify_signature
-from flashgate.trust.model import Algorithm
+from flashgate.trust.model import Algorithm, Tier
 from flashgate.trust.payloads import ReleaseManifest
 
 from .softhsm import SoftHsm
@@ -30,7 +31,7 @@ ALGORITHMS = [Algorithm.ED25519, Algorithm.ES256]
 
 
 def _manifest() -> bytes:
-    return ReleaseManifest(fleet="gw-1", product="gw-a", tier="application", version="1.0.0",
+    return ReleaseManifest(fleet="gw-1", product="gw-a", tier=Tier.APPLICATION, version="1.0.0",
                            security_version=1, artifact_name="fw.bin", artifact_size=3,
                            artifact_sha256=hashlib.sha256(b"abc").digest()).to_cbor()
 
@@ -94,6 +95,7 @@ def test_private_key_never_leaves_the_token(softhsm: SoftHsm, algorithm: Algorit
             private.copy({Attribute.EXTRACTABLE: True})
         wrapping = session.generate_key(KeyType.AES, 256, store=False,
                                         template={Attribute.WRAP: True})
+        assert isinstance(wrapping, pkcs11.WrapMixin)
         with pytest.raises(p11.PKCS11Error):  # CKR_KEY_UNEXTRACTABLE
             wrapping.wrap_key(private, mechanism=Mechanism.AES_KEY_WRAP_PAD)
 
