@@ -223,8 +223,8 @@ class VerifierClient:
         return await self._post("/v1/verify/key", request, KeyVerdict)
 
     async def healthy(self) -> None:
-        """Raises: VerifierUnavailable unless GET /healthz answers 200."""
-        await self._call("GET", "/healthz", None)
+        """Raises: VerifierUnavailable unless GET /healthz answers 200 (within 10 s at most)."""
+        await self._call("GET", "/healthz", None, timeout=min(self._timeout.total or 10, 10))
 
     async def _post(self, path: str, request: _Body, answer: type[Verdict]) -> Verdict:
         text = await self._call("POST", path, request.to_json())
@@ -234,9 +234,12 @@ class VerifierClient:
             raise VerifierUnavailable(f"{path} answered with a body that is not a verdict: "
                                       f"{exc.error_count()} errors") from None
 
-    async def _call(self, method: str, path: str, body: dict[str, object] | None) -> str:
+    async def _call(self, method: str, path: str, body: dict[str, object] | None,
+                    timeout: float | None = None) -> str:
+        limit = aiohttp.ClientTimeout(total=timeout) if timeout else self._timeout
         try:
-            async with self._client().request(method, self._base + path, json=body) as response:
+            async with self._client().request(method, self._base + path, json=body,
+                                              timeout=limit) as response:
                 text = await response.text()
                 if response.status != 200:
                     raise VerifierUnavailable(
@@ -245,7 +248,7 @@ class VerifierClient:
                 return text
         except TimeoutError:  # before OSError, of which it is a subclass
             raise VerifierUnavailable(f"{method} {path}: no answer within "
-                                      f"{self._timeout.total:g}s") from None
+                                      f"{limit.total:g}s") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise VerifierUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from None
 

@@ -236,6 +236,13 @@ def test_redirect_to_denied_address_is_refused(https: HttpsServer, target: str) 
     assert isinstance(error, URLNotAllowed)
 
 
+def test_allow_listed_name_connects_to_the_checked_address(https: HttpsServer) -> None:
+    policy = URLPolicy.make(allowed_hosts=["localhost"], allowed_networks=["127.0.0.1/32"])
+    result = fetch(Fetcher(policy, FAST, ca_file=https.ca),
+                   f"https://localhost:{https.port}/body", len(BODY))
+    assert result.size == len(BODY) and result.url.startswith("https://localhost:")
+
+
 def test_connection_refused_is_unavailable(https: HttpsServer) -> None:
     error = failure(loopback_fetcher(https), "https://127.0.0.1:1/x", 10)
     assert isinstance(error, ArtifactUnavailable) and "127.0.0.1" in error.message

@@ -427,3 +427,34 @@ def test_key_revocation(fleet: Fleet) -> None:
     not_root = verify_key(fleet, fleet.key_spec(key, "os", revoked=True,
                                                 revocation=fleet.revocation(key, by=impostor)))
     assert not_root.revocation_verified is False
+
+
+def test_downloads_are_bounded(fleet: Fleet) -> None:
+    """maxConcurrentFetches: the third verification waits for a download slot."""
+
+    class SlowSource:
+        def __init__(self) -> None:
+            self.running = self.peak = 0
+
+        async def fetch(self, url: str, expected_size: int) -> FetchResult:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            await asyncio.sleep(0.05)
+            self.running -= 1
+            return FetchResult(url, 0, b"", truncated=True, oversized=False, seconds=0.05)
+
+    settings = fleet.settings(maxConcurrentFetches=2)
+    source = SlowSource()
+    service = VerifierService(settings.roots, settings.policy, source, Metrics(),
+                              settings.config.max_concurrent_fetches)
+    app = generate(Algorithm.ED25519)
+    request = ReleaseRequest.model_validate({
+        "fleet": fleet.name, "name": "r", "release": fleet.release([app]),
+        "keys": [fleet.entry(app, "application")], "floor": 5, "now": NOW})
+
+    async def many() -> list[ReleaseVerdict]:
+        return list(await asyncio.gather(*(service.verify_release(request) for _ in range(5))))
+
+    verdicts = asyncio.run(many())
+    assert {v.reason for v in verdicts} == {Reason.SizeMismatch}
+    assert source.peak == 2
