@@ -53,8 +53,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[OperatorConfig, argparse.
                         help="longest backoff between retries while the sidecar is unavailable")
     parser.add_argument("--metrics-addr", default="0.0.0.0")
     parser.add_argument("--metrics-port", type=int, default=8080, help="0 turns metrics off")
-    parser.add_argument("--webhook-port", type=int, default=0,
-                        help="serve the validating admission webhook on this port (0: no webhook)")
+    parser.add_argument("--webhook-port", type=int, default=9443,
+                        help="port of the validating admission webhook (always served; the API "
+                             "server calls it once a ValidatingWebhookConfiguration points at it)")
     parser.add_argument("--webhook-addr", default="0.0.0.0", help="address to listen on")
     parser.add_argument("--webhook-host", default="127.0.0.1",
                         help="host name or address the API server uses to reach the webhook")
@@ -108,9 +109,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -
         prefix="ota.flashgate.dev", key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # our own events say what happened; no log echo
     settings.watching.server_timeout = 300
-    if cfg.webhook_port:
-        settings.admission.server = _webhook_server(cfg)
-        settings.admission.managed = cfg.webhook_config_name
+    settings.admission.server = _webhook_server(cfg)
+    settings.admission.managed = cfg.webhook_config_name
     metrics = Metrics()
     metrics.watch_phases(lambda: count_by((k, None) for k in release_phases),
                          lambda: count_by((k, None) for k in key_phases))

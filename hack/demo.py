@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""flashgate end to end, on this machine: the gate publishes one release and refuses four.
+
+Starts a local control plane (or uses --kubeconfig), installs the CRDs, makes a fleet root and
+tier keys as DEVELOPMENT-ONLY file keys with the signing-station CLI, runs the verifier sidecar
+and the operator as separate processes, applies sample releases with kubectl and prints what the
+gate decided. Everything it writes goes to ./demo-out (git-ignored); it stops what it started.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "hack"))
+import controlplane  # noqa: E402
+
+FLEET = "fleet-demo"
+PRODUCT = "gw-3000"
+BIN = Path(sys.executable).parent
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m", flush=True)
+
+
+class Demo:
+    def __init__(self, out: Path, kubeconfig: Path, kubectl: Path) -> None:
+        self.out, self.kubeconfig, self.kubectl_path = out, kubeconfig, kubectl
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def kubectl(self, *args: str, check: bool = True,
+                show: bool = False) -> subprocess.CompletedProcess[str]:
+        if show:
+            print(f"$ kubectl {' '.join(args)}", flush=True)
+        result = subprocess.run([str(self.kubectl_path), f"--kubeconfig={self.kubeconfig}", *args],
+                                capture_output=True, text=True)
+        if show:
+            print((result.stdout + result.stderr).rstrip(), flush=True)
+        if check and result.returncode != 0:
+            raise SystemExit(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def flashgate(self, *args: str) -> None:
+        print(f"$ flashgate {' '.join(args)}", flush=True)
+        result = subprocess.run([str(BIN / "flashgate"), *args], cwd=self.out,
+                                capture_output=True, text=True)
+        for line in (result.stderr + result.stdout).strip().splitlines():
+            print(f"    {line}", flush=True)
+        if result.returncode != 0:
+            raise SystemExit(f"flashgate {args[0]} failed (exit {result.returncode})")
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.out / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen([str(BIN / "python"), "-m", *args], stdout=log,
+                                stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=controlplane._set_parent_death_signal)
+        self.processes.append(proc)
+        return proc
+
+    def stop_one(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            if proc.poll() is None:
+                proc.kill()
+        self.processes.remove(proc)
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.processes)):
+            self.stop_one(proc)
+
+    def wait_http(self, url: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1):
+                return
+            time.sleep(0.2)
+        raise SystemExit(f"{url} did not come up; see the logs in {self.out}")
+
+    def phase(self, kind: str, name: str) -> str:
+        out = self.kubectl("get", kind, name, "-n", FLEET, "-o", "json", check=False).stdout
+        return str((json.loads(out or "{}").get("status") or {}).get("phase") or "")
+
+    def wait_phase(self, kind: str, name: str, phases: set[str], timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (phase := self.phase(kind, name)) in phases:
+                return phase
+            time.sleep(0.3)
+        raise SystemExit(f"{kind} {name} did not reach {phases}; see {self.out}/operator.log")
+
+
+def run(demo: Demo, keep_running: bool) -> None:
+    out = demo.out
+    artifacts = out / "artifacts"
+    artifacts.mkdir()
+
+    say("Install the CRDs")
+    demo.kubectl("apply", "--server-side", "-f", str(REPO / "crds"), show=True)
+    demo.kubectl("wait", "--for=condition=established", "-f", str(REPO / "crds"))
+    demo.kubectl("create", "namespace", FLEET, check=False)
+
+    say("Signing station: a fleet root and one key per tier (DEVELOPMENT-ONLY file keys)")
+    print("A real station keeps these in a PKCS#11 HSM; see docs/signing-station.md.")
+    demo.flashgate("keygen", "--root", "--dev-file", "root.key", "--public-key-out", "root.pub.pem")
+    for tier in ("application", "config"):
+        demo.flashgate("keygen", "--tier", tier, "--dev-file", f"{tier}.key",
+                       "--public-key-out", f"{tier}.pub.pem")
+        demo.flashgate("endorse", "--root-dev-file", "root.key", "--key", f"{tier}.pub.pem",
+                       "--tier", tier, "--fleet", FLEET, "--valid-for", "365d",
+                       "--name", f"{tier}-2026", "-o", f"{tier}-2026.yaml")
+
+    say("Start the verifier sidecar (no Kubernetes credentials) and the operator")
+    config = out / "verifier.yaml"
+    config.write_text(yaml.safe_dump({
+        "roots": [{"publicKey": (out / "root.pub.pem").read_text(), "algorithm": "ed25519"}],
+        "thresholds": {"bootloader": 2}, "maxSecurityVersionJump": 100,
+        "allowFileURLs": True, "fileRoot": str(artifacts)}))  # file:// is for demos only
+    sidecar_port, metrics_port, live_port, webhook_port = (controlplane.free_port()
+                                                           for _ in range(4))
+    demo.spawn("sidecar", "flashgate.verifier_sidecar", "--config", str(config),
+               "--listen", f"127.0.0.1:{sidecar_port}")
+    demo.wait_http(f"http://127.0.0.1:{sidecar_port}/healthz")
+    operator_args = ["flashgate.operator", "--namespace", FLEET,
+                     "--verifier-url", f"http://127.0.0.1:{sidecar_port}",
+                     "--metrics-addr", "127.0.0.1", "--metrics-port", str(metrics_port),
+                     "--liveness", f"http://127.0.0.1:{live_port}/healthz",
+                     "--webhook-addr", "127.0.0.1", "--webhook-host", "127.0.0.1",
+                     "--webhook-port", str(webhook_port)]
+    operator = demo.spawn("operator", *operator_args)
+    demo.wait_http(f"http://127.0.0.1:{live_port}/healthz")
+    print(f"sidecar on 127.0.0.1:{sidecar_port}, operator metrics on 127.0.0.1:{metrics_port}; "
+          f"logs in {out}")
+
+    say("Apply the endorsed SigningKeys")
+    for tier in ("application", "config"):
+        demo.kubectl("apply", "-f", str(out / f"{tier}-2026.yaml"))
+        demo.wait_phase("signingkey", f"{tier}-2026", {"Active"})
+    demo.kubectl("get", "signingkeys", "-n", FLEET, show=True)
+
+    say("Sign five releases")
+    def image(name: str, size: int) -> Path:
+        path = artifacts / name
+        path.write_bytes(os.urandom(size))
+        return path
+
+    def sign(name: str, key: str, version: str, sv: int, artifact: Path) -> Path:
+        tier = key  # the demo names each dev key file after its tier
+        demo.flashgate("sign", "--dev-file", f"{key}.key", "--tier", tier, "--fleet", FLEET,
+                       "--product", PRODUCT, "--version", version, "--security-version", str(sv),
+                       "--artifact", str(artifact), "--url", artifact.as_uri(),
+                       "--name", name, "-o", f"{name}.yaml")
+        return out / f"{name}.yaml"
+
+    good = sign("app-4-2-0", "application", "4.2.0", 7, image("app-4.2.0.bin", 1 << 20))
+    tampered_image = image("app-4.2.1.bin", 1 << 20)
+    tampered = sign("app-4-2-1-tampered", "application", "4.2.1", 8, tampered_image)
+    with tampered_image.open("r+b") as handle:  # one flipped bit after signing
+        first = handle.read(1)
+        handle.seek(0)
+        handle.write(bytes([first[0] ^ 1]))
+    print("    (then flipped one bit of app-4.2.1.bin: the artifact is no longer what was signed)")
+    wrong_tier = sign("boot-by-config-key", "config", "2.0.0", 3, image("boot-2.0.0.bin", 65536))
+    doc = yaml.safe_load(wrong_tier.read_text())
+    doc["spec"]["tier"] = "bootloader"  # an attacker with the config key targets the bootloader
+    wrong_tier.write_text(yaml.safe_dump(doc, sort_keys=False))
+    print("    (then declared it tier bootloader: a config key trying to ship a bootloader)")
+    rollback = sign("app-4-1-0-rollback", "application", "4.1.0", 5, image("app-4.1.0.bin", 65536))
+    model = image("model-2.bin", 4096)
+    unsigned = out / "model-unsigned.yaml"
+    sha = __import__("hashlib").sha256(model.read_bytes()).hexdigest()
+    unsigned.write_text(yaml.safe_dump({
+        "apiVersion": "ota.flashgate.dev/v1alpha1", "kind": "FirmwareRelease",
+        "metadata": {"name": "model-unsigned", "namespace": FLEET},
+        "spec": {"tier": "config", "product": PRODUCT, "version": "2.0", "securityVersion": 4,
+                 "artifact": {"url": model.as_uri(), "name": "model-2.bin", "sha256": sha,
+                              "size": model.stat().st_size},
+                 "signatures": []}}, sort_keys=False))
+    print("    model-unsigned.yaml: an ML model pushed without any signature")
+
+    say("kubectl apply them")
+    demo.kubectl("apply", "-f", str(good), show=True)
+    demo.wait_phase("firmwarerelease", "app-4-2-0", {"Published", "Rejected"})
+    for path in (tampered, wrong_tier, rollback, unsigned):
+        demo.kubectl("apply", "-f", str(path), show=True, check=False)
+    bad = ("app-4-2-1-tampered", "boot-by-config-key", "app-4-1-0-rollback", "model-unsigned")
+    for name in bad:
+        with contextlib.suppress(SystemExit):
+            demo.wait_phase("firmwarerelease", name, {"Published", "Rejected"}, timeout=30)
+
+    say("What the gate decided")
+    demo.kubectl("get", "firmwarereleases", "-n", FLEET, show=True)
+    demo.kubectl("get", "firmwarereleases", "-n", FLEET, "-o",
+                 "custom-columns=NAME:.metadata.name,MESSAGE:.status.message", show=True)
+    demo.kubectl("get", "rollbackfloors", "-n", FLEET, show=True)
+    channel = json.loads(demo.kubectl("get", "configmap", f"channel.{PRODUCT}.stable", "-n", FLEET,
+                                      "-o", "json").stdout)
+    print(f"\nchannel.{PRODUCT}.stable publishes: "
+          + ", ".join(f"{k}: {json.loads(v)['release']}" for k, v in channel["data"].items()))
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+        metrics = [line for line in response.read().decode().splitlines()
+                   if line.startswith("flashgate_release_rejections_total{")]
+    print("\n" + "\n".join(metrics))
+
+    say("The admission webhook refuses the same attack at kubectl apply time")
+    demo.stop_one(operator)
+    print("restarting the operator so that it registers its ValidatingWebhookConfiguration")
+    demo.spawn("operator", *operator_args,
+               "--webhook-config-name", "flashgate-demo.ota.flashgate.dev")
+    demo.wait_http(f"http://127.0.0.1:{live_port}/healthz")
+    deadline = time.monotonic() + 20
+    while demo.kubectl("get", "validatingwebhookconfiguration", "flashgate-demo.ota.flashgate.dev",
+                       check=False).returncode and time.monotonic() < deadline:
+        time.sleep(0.3)
+    doc["metadata"]["name"] = "boot-by-config-key-again"
+    again = out / "boot-by-config-key-again.yaml"
+    again.write_text(yaml.safe_dump(doc, sort_keys=False))
+    demo.kubectl("apply", "-f", str(again), show=True, check=False)
+
+    if keep_running:
+        say(f"Running; KUBECONFIG={demo.kubeconfig}. Ctrl-C stops everything.")
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+    demo.kubectl("delete", "validatingwebhookconfiguration", "flashgate-demo.ota.flashgate.dev",
+                 "--ignore-not-found")
+
+
+@contextlib.contextmanager
+def cluster(kubeconfig: Path | None) -> Iterator[tuple[Path, Path]]:
+    if kubeconfig:
+        kubectl = shutil.which("kubectl") or str(controlplane.build() / "kubectl")
+        yield kubeconfig, Path(kubectl)
+        return
+    say("Start a local Kubernetes control plane (etcd + kube-apiserver on 127.0.0.1)")
+    with controlplane.ControlPlane() as plane:
+        yield plane.kubeconfig, plane.binaries / "kubectl"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kubeconfig", type=Path, default=os.environ.get("FLASHGATE_KUBECONFIG"),
+                        help="use this cluster instead of starting a local control plane")
+    parser.add_argument("--keep-running", action="store_true",
+                        help="keep everything running at the end until Ctrl-C")
+    args = parser.parse_args()
+    out = REPO / "demo-out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    with cluster(args.kubeconfig) as (kubeconfig, kubectl):
+        demo = Demo(out, kubeconfig, kubectl)
+        try:
+            run(demo, args.keep_running)
+        finally:
+            demo.stop()
+    say("Done: everything the demo started is stopped; its files are in demo-out/")
+
+
+if __name__ == "__main__":
+    main()
