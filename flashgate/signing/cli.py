@@ -23,10 +23,11 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from pydantic import BaseModel, ValidationError
 
 from flashgate.api.models import MAX_SECURITY_VERSION
 from flashgate.signing import devfile, filekeys
@@ -54,21 +55,18 @@ from flashgate.signing.resources import (
     signing_key_doc,
 )
 from flashgate.trust import cose
-from flashgate.trust.keyring import (
-    ROOT,
-    KeyRecord,
-    KeyRing,
-    endorsed_record,
-    verify_endorsement,
-)
+from flashgate.trust.keyring import ROOT, KeyRecord
 from flashgate.trust.keys import key_id as compute_key_id
-from flashgate.trust.keys import spki_to_pem
-from flashgate.trust.model import Algorithm, Tier, TrustError, Verdict
+from flashgate.trust.keys import spki_from_pem, spki_to_pem
+from flashgate.trust.model import Algorithm, Tier, TrustError
 from flashgate.trust.payloads import KeyEndorsement, ReleaseManifest, Revocation
-from flashgate.trust.release import Policy, check_artifact, verify_release
+from flashgate.trust.release import Policy
 
 if TYPE_CHECKING:
+    from flashgate.signing.offline import FleetKey
     from flashgate.signing.pkcs11 import HsmKey, Pkcs11Token
+
+_S = TypeVar("_S", bound=BaseModel)
 
 ALGORITHMS = tuple(str(a) for a in Algorithm)
 ROOT_NOT_AFTER = 2**64 - 1  # a root is trusted until it is replaced out of band
@@ -713,8 +711,6 @@ def _revoke(args: argparse.Namespace) -> int:
                              f"SigningKey, found {len(found)}")
         record = found[0]
         try:
-            from flashgate.trust.keys import spki_from_pem
-
             key_hex = compute_key_id(spki_from_pem(record.public_pem))
         except TrustError as err:
             raise UsageError(f"{record.where}: spec.publicKey: {err.message}") from None
@@ -756,49 +752,57 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    # Imported here: the sidecar's service (and aiohttp) load only for `verify`.
+    from flashgate.signing.offline import verify_offline
+    from flashgate.verifier_sidecar.api import ReleaseSpec
+
     now = parse_time(args.now, _now(), "--now") if args.now else _now()
     release = load_release(args.release, "--release")
     fleet = release.manifest.fleet
     check_readable(args.artifact, "--artifact")
-    thresholds = _thresholds(args.threshold)
+    policy = Policy(thresholds=_thresholds(args.threshold),
+                    max_security_version_jump=args.max_jump)
     roots = [_root_record(path) for path in args.root]
-    records: list[KeyRecord] = list(roots)
-    for key in load_signing_keys(args.keys, "--keys"):
-        record = _endorsed(key, fleet, roots)
-        if record is not None:
-            records.append(record)
-    try:
-        keyring = KeyRing(records)
-    except ValueError as err:
-        raise UsageError(f"--keys: {err}") from None
-    policy = Policy(thresholds=thresholds, max_security_version_jump=args.max_jump)
-    verdict = verify_release(release.signatures, release.manifest, keyring, policy, args.floor,
-                             now)
-    if verdict.accepted:
-        digest = hash_file(args.artifact, "--artifact", limit=release.manifest.artifact_size,
-                           progress=sys.stderr)
-        artifact = check_artifact(release.manifest, digest.size, digest.sha256,
-                                  digest.truncated)
-        if not artifact.accepted:
-            verdict = artifact
-        else:
-            verdict = Verdict.accept(f"{verdict.message}; {artifact.message}",
-                                     key_ids=verdict.key_ids, manifest=verdict.manifest)
-    return _report(release, verdict, keyring)
-
-
-def _report(release: ReleaseFile, verdict: Verdict, keyring: KeyRing) -> int:
-    if not verdict.accepted:
-        print(f"rejected {verdict.reason}: {verdict.message}")
+    keys = _fleet_keys(load_signing_keys(args.keys, "--keys"), fleet)
+    answer = verify_offline(
+        roots=roots, policy=policy, fleet=fleet, name=release.name,
+        release=_validated_spec(ReleaseSpec, release.doc["spec"], f"--release {args.release}"),
+        keys=keys, artifact=args.artifact, floor=args.floor, now=now, progress=sys.stderr,
+        warn=lambda message: _say(f"warning: {message}"))
+    if not answer.accepted:
+        print(f"rejected {answer.reason}: {answer.message}")
         return 1
+    names = {compute_key_id(spki_from_pem(k.spec.public_key)): k.name for k in keys}
+    signers = ", ".join(f"{names[k]} ({k})" if k in names else k for k in answer.key_ids)
     m = release.manifest
-    records = [keyring.get(k) for k in verdict.key_ids]
-    signers = ", ".join(r.label if r is not None else k
-                        for r, k in zip(records, verdict.key_ids, strict=True))
     print(f"accepted {release.name}: {m.tier} {m.product} {m.version} (securityVersion "
-          f"{m.security_version}), sha256 {m.artifact_sha256.hex()}, signed by {signers}")
-    _say(f"OK: {verdict.message}")
+          f"{m.security_version}), sha256 {answer.sha256}, signed by {signers}")
+    _say(f"OK: {answer.message}")
     return 0
+
+
+def _fleet_keys(found: Sequence[SigningKeyFile], fleet: str) -> list[FleetKey]:
+    """The release's fleet's SigningKeys, as the operator hands them to the sidecar."""
+    from flashgate.signing.offline import FleetKey
+    from flashgate.verifier_sidecar.api import SigningKeySpec
+
+    keys = []
+    for key in found:
+        if key.fleet != fleet:
+            _say(f"warning: {key.where}: belongs to fleet {key.fleet!r}, the release to "
+                 f"{fleet!r}; not used")
+            continue
+        keys.append(FleetKey(key.name, _validated_spec(SigningKeySpec, key.spec, key.where)))
+    return keys
+
+
+def _validated_spec(model: type[_S], spec: Any, where: str) -> _S:
+    try:
+        return model.model_validate(spec)
+    except ValidationError as err:
+        problems = "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in err.errors())
+        raise UsageError(f"{where}: {problems}") from None
 
 
 def _thresholds(items: Sequence[str]) -> dict[Tier, int]:
@@ -822,31 +826,6 @@ def _root_record(path: Path) -> KeyRecord:
     return KeyRecord(key_id=compute_key_id(spki), tier=ROOT,
                      algorithm=_algorithm_of(spki, f"--root {path}"), public_key=spki,
                      not_before=0, not_after=ROOT_NOT_AFTER, name=f"root {path.name}")
-
-
-def _endorsed(key: SigningKeyFile, fleet: str, roots: Sequence[KeyRecord]) -> KeyRecord | None:
-    """The key's record if its endorsement holds for what its spec declares; else a warning and
-    no record (a release it signed is then signed by an unknown key, as in the cluster)."""
-    from flashgate.trust.keys import spki_from_pem
-
-    try:
-        spki = spki_from_pem(key.public_pem)
-        verdict = verify_endorsement(key.endorsement, key.fleet, roots, tier=Tier(key.tier),
-                                     algorithm=Algorithm(key.algorithm), public_key=spki,
-                                     not_before=key.not_before, not_after=key.not_after)
-    except (TrustError, ValueError) as err:
-        _say(f"warning: {key.where}: not used: {err}")
-        return None
-    if not verdict.accepted:
-        _say(f"warning: {key.where}: not used: {verdict.reason}: {verdict.message}")
-        return None
-    if key.fleet != fleet:
-        _say(f"warning: {key.where}: not used: belongs to fleet {key.fleet!r}, the release to "
-             f"{fleet!r}")
-        return None
-    return endorsed_record(key.endorsement, fleet, roots, name=key.name,
-                           revoked=key.revoked or key.phase == "Revoked",
-                           retired=key.phase == "Retired")
 
 
 def _status(args: argparse.Namespace) -> int:

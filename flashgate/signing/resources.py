@@ -343,7 +343,7 @@ class SigningKeyFile:
         tier, algorithm, public_pem, not_before, not_after: What the spec declares.
         endorsement: The root's COSE_Sign1 bytes.
         revoked: spec.revoked.
-        phase: status.phase, when the YAML came from a cluster ("" otherwise).
+        spec: The spec as read (for the verifier's own model).
     """
 
     where: str
@@ -356,7 +356,7 @@ class SigningKeyFile:
     not_after: int
     endorsement: bytes
     revoked: bool
-    phase: str
+    spec: Mapping[str, Any]
 
 
 def load_signing_keys(paths: Iterable[Path], flag: str) -> list[SigningKeyFile]:
@@ -400,5 +400,5 @@ def _signing_key(doc: Mapping[str, Any], where: str) -> SigningKeyFile:
         not_after=f.time("spec.notAfter"),
         endorsement=endorsement,
         revoked=bool(revoked),
-        phase=f.text("status.phase", required=False) or "",
+        spec=doc["spec"],
     )

@@ -157,6 +157,30 @@ def test_endorse_rotation_fields(station: Station) -> None:
     assert (spec["replaces"], spec["overlap"], spec["activateAt"]) == (
         "app", "24h", "2026-01-02T00:00:00Z")
 
+    # verify computes rotation phases as the operator does: the old key is Retiring for a day
+    # after its successor activates, then Retired.
+    release = station.dir / "rotation-release.yaml"
+    station.ok(*station.sign_args(station.app, version="4.3.0"), "-o", str(release))
+    keys = ["--keys", "app.yaml", str(path)]
+    common = ["verify", "--release", str(release), "--artifact", "fw.bin", "--root", "root.pem",
+              *keys]
+    retiring = station.run(*common, "--now", "2026-01-02T12:00:00Z")
+    assert retiring.returncode == 0, retiring.stdout + retiring.stderr
+    retired = station.run(*common, "--now", "2026-01-03T00:00:01Z")
+    assert retired.returncode == 1 and retired.stdout.startswith("rejected KeyExpired: ")
+
+
+def test_a_key_whose_endorsement_does_not_hold_is_unknown(station: Station) -> None:
+    release = station.dir / "tampered-release.yaml"
+    station.ok(*station.sign_args(station.app, version="4.4.0"), "-o", str(release))
+    tampered = station.dir / "app-tampered.yaml"
+    doc = _load(station.dir / "app.yaml")
+    doc["spec"]["notAfter"] = "2030-01-01T00:00:00Z"  # not what the root endorsed
+    tampered.write_text(yaml.safe_dump(doc))
+    result = station.verify(release, tampered)
+    assert result.returncode == 1 and result.stdout.startswith("rejected UnknownKey: ")
+    assert "warning: SigningKey app is not trusted: ManifestMismatch: " in result.stderr
+
 
 def test_key_of_another_tier_is_refused_by_verify(station: Station) -> None:
     """A key endorsed for os signs an application release: the trust core says

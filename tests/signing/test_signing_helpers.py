@@ -155,8 +155,8 @@ def test_signing_keys_from_files_directories_and_kubectl_lists(tmp_path: Path) -
     (keys / "all.yml").write_text(text)
     (keys / "notes.txt").write_text("ignored")
     found = load_signing_keys([keys], "--keys")
-    assert [(k.name, k.phase, k.not_before) for k in found] == [
-        ("k2", "Retired", NOW), ("k1", "", NOW)]
+    assert [(k.name, k.not_before, k.spec["replaces"]) for k in found] == [
+        ("k2", NOW, "k0"), ("k1", NOW, "k0")]
 
 
 def _key(name: str, tier: str, phase: str, key_id: str = "ab" * 32) -> dict[str, Any]:
