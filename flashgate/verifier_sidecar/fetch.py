@@ -169,7 +169,10 @@ class Fetcher:
         resolver = _PinnedResolver()
         connector = aiohttp.TCPConnector(resolver=resolver, ssl=self._ssl, use_dns_cache=False,
                                          force_close=True)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.limits.connect_timeout,
+        # `connect` bounds TCP connect plus the TLS handshake; `sock_connect` alone would let a
+        # server that accepts and then stalls the handshake hold us until the total limit.
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.limits.connect_timeout,
+                                        sock_connect=self.limits.connect_timeout,
                                         sock_read=self.limits.read_timeout)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                          auto_decompress=False, read_bufsize=CHUNK,
@@ -177,14 +180,16 @@ class Fetcher:
             try:
                 async with asyncio.timeout_at(_loop_time(clock.total_deadline)):
                     return await self._follow(session, resolver, checked, expected, clock)
+            except aiohttp.ClientSSLError as exc:
+                raise ArtifactUnavailable(f"TLS error with {checked.url.host}: {exc}") from None
+            except aiohttp.ServerTimeoutError as exc:  # before TimeoutError, its base class
+                raise ArtifactUnavailable(f"{checked.url.host} timed out: {exc}") from None
+            except aiohttp.ClientError as exc:
+                raise ArtifactUnavailable(f"fetching from {checked.url.host} failed: "
+                                          f"{type(exc).__name__}: {exc}") from None
             except TimeoutError:
                 raise ArtifactUnavailable(
                     f"total time limit of {self.limits.total_timeout:g}s exceeded") from None
-            except aiohttp.ClientSSLError as exc:
-                raise ArtifactUnavailable(f"TLS error with {checked.url.host}: {exc}") from None
-            except aiohttp.ClientError as exc:
-                raise ArtifactUnavailable(f"fetching {checked.url.host} failed: "
-                                          f"{type(exc).__name__}: {exc}") from None
 
     async def _follow(self, session: aiohttp.ClientSession, resolver: _PinnedResolver,
                       checked: CheckedURL, expected: int, clock: _Clock) -> FetchResult:
@@ -194,21 +199,28 @@ class Fetcher:
             resolver.pinned[checked.url.host.rstrip(".").lower()] = checked.addresses
             async with session.get(checked.url, allow_redirects=False,
                                    headers={"Accept-Encoding": "identity"}) as response:
-                if response.status in REDIRECTS and "Location" in response.headers:
-                    target = checked.url.join(URL(response.headers["Location"]))
-                    if target.scheme != "https":
-                        raise URLNotAllowed(f"redirect to {target.scheme}:// refused")
-                    checked = await self.checker.check(target)
-                    continue
-                if response.status != 200:
-                    raise ArtifactUnavailable(f"HTTP {response.status} from {checked.url.host} "
-                                              f"({response.reason or 'no reason'})")
                 try:
+                    if response.status in REDIRECTS and "Location" in response.headers:
+                        checked = await self._redirect(checked, response.headers["Location"])
+                        continue
+                    if response.status != 200:
+                        raise ArtifactUnavailable(
+                            f"HTTP {response.status} from {checked.url.host} "
+                            f"({response.reason or 'no reason'})")
                     return await _hash_stream(response, str(checked.url), expected, clock)
                 finally:
                     if not response.content.at_eof():
                         _abort(response)
         raise ArtifactUnavailable(f"more than {MAX_REDIRECTS} redirects")
+
+    async def _redirect(self, source: CheckedURL, location: str) -> CheckedURL:
+        try:
+            target = source.url.join(URL(location))
+        except ValueError as exc:
+            raise URLNotAllowed(f"redirect to an invalid URL: {exc}") from None
+        if target.scheme != "https":
+            raise URLNotAllowed(f"redirect to {target.scheme}:// refused")
+        return await self.checker.check(target)
 
 
 def _abort(response: aiohttp.ClientResponse) -> None:
@@ -253,31 +265,44 @@ async def _hash_stream(response: aiohttp.ClientResponse, url: str, expected: int
                        oversized=got > expected, seconds=clock.elapsed())
 
 
-def _hash_file(checked: CheckedURL, root: Path, expected: int, clock: _Clock) -> FetchResult:
-    assert checked.path is not None
+def _open_inside(path: Path, root: Path) -> int:
+    """A file descriptor of the regular file at path, confirmed to lie inside root."""
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # a FIFO must not block
     try:
-        fd = os.open(checked.path, flags)
+        fd = os.open(path, flags)
     except OSError as exc:
-        raise ArtifactUnavailable(f"cannot open {checked.path}: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise URLNotAllowed(f"{checked.path} is not a regular file")
-    with open(fd, "rb", buffering=0, closefd=True) as file:
-        # The path was checked before opening; check what was opened (a component may have
-        # been swapped for a symlink in between).
+        raise ArtifactUnavailable(f"cannot open {path}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise URLNotAllowed(f"{path} is not a regular file")
+        # The path was checked before opening; check what was opened too (a component may
+        # have been swapped for a symlink in between).
         opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
         if not inside(opened, root):
-            raise URLNotAllowed(f"{checked.path} resolves outside fileRoot {root}")
-        digest = hashlib.sha256()
-        buffer = bytearray(CHUNK)
-        view = memoryview(buffer)
-        limit, got = expected + 1, 0
+            raise URLNotAllowed(f"{path} resolves outside fileRoot {root}")
+    except OSError as exc:  # no /proc to confirm with: fail closed
+        os.close(fd)
+        raise ArtifactUnavailable(f"cannot confirm what {path} is: {exc}") from None
+    except FetchError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _hash_file(checked: CheckedURL, root: Path, expected: int, clock: _Clock) -> FetchResult:
+    assert checked.path is not None
+    digest = hashlib.sha256()
+    view = memoryview(bytearray(CHUNK))  # one buffer, reused: no copy per read
+    limit, got = expected + 1, 0
+    with open(_open_inside(checked.path, root), "rb", buffering=0) as file:
         while got < limit:
             if time.monotonic() > clock.total_deadline:
                 raise ArtifactUnavailable(
                     f"total time limit of {clock.limits.total_timeout:g}s exceeded")
-            n = file.readinto(view[: min(CHUNK, limit - got)])
+            try:
+                n = file.readinto(view[: min(CHUNK, limit - got)])
+            except OSError as exc:
+                raise ArtifactUnavailable(f"reading {checked.path} failed: {exc}") from None
             if not n:
                 break
             digest.update(view[:n])

@@ -161,19 +161,20 @@ class Checker:
                                 "URLs are refused")
         try:
             parsed = url if isinstance(url, URL) else URL(url)
-        except ValueError as exc:
+            scheme, host, port = parsed.scheme, parsed.host, parsed.port  # yarl parses lazily
+        except ValueError as exc:  # UnicodeError (IDNA) included
             raise URLNotAllowed(f"artifact URL is not a valid URL: {exc}") from None
-        if parsed.scheme == "file":
+        if scheme == "file":
             return CheckedURL(parsed, path=self._file_path(parsed))
-        if parsed.scheme == "s3":
+        if scheme == "s3":
             return CheckedURL(parsed)
-        if parsed.scheme != "https":
+        if scheme != "https":
             allowed = "https, s3" + (", file" if self.policy.allow_file else "")
-            raise URLNotAllowed(f"artifact URL scheme {parsed.scheme or '(none)'}:// is not "
+            raise URLNotAllowed(f"artifact URL scheme {scheme or '(none)'}:// is not "
                                 f"allowed (allowed: {allowed})")
-        if not parsed.host:
+        if not host:
             raise URLNotAllowed("artifact URL has no host")
-        return CheckedURL(parsed, await self._addresses(parsed.host, parsed.port or 443))
+        return CheckedURL(parsed, await self._addresses(host, port or 443))
 
     async def _addresses(self, raw_host: str, port: int) -> tuple[str, ...]:
         host = _normal_host(raw_host)
@@ -204,6 +205,9 @@ class Checker:
             async with asyncio.timeout(self.resolve_timeout):
                 infos = await asyncio.get_running_loop().getaddrinfo(
                     query, port, type=socket.SOCK_STREAM)
+        except UnicodeError as exc:  # empty or over-long labels fail IDNA encoding
+            raise URLNotAllowed(f"artifact host {host[:80]} is not a valid host name: "
+                                f"{exc}") from None
         except TimeoutError:
             raise ArtifactUnavailable(f"resolving {host} timed out after "
                                       f"{self.resolve_timeout:g}s") from None

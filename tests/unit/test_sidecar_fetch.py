@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 import ssl
 import threading
 import time
@@ -129,8 +130,15 @@ def make_routes(server_ref: list[HttpsServer]) -> dict[str, Handler]:
     async def redirect(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound(request.query["to"])
 
+    async def loop(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/loop")
+
+    async def bad_location(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=302, headers={"Location": "https://[::1/x"})
+
     return {"/body": body, "/endless": endless, "/drip": drip, "/stall": stall,
-            "/status/{code}": status, "/redirect": redirect}
+            "/status/{code}": status, "/redirect": redirect, "/loop": loop,
+            "/bad-location": bad_location}
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +249,26 @@ def test_allow_listed_name_connects_to_the_checked_address(https: HttpsServer) -
     result = fetch(Fetcher(policy, FAST, ca_file=https.ca),
                    f"https://localhost:{https.port}/body", len(BODY))
     assert result.size == len(BODY) and result.url.startswith("https://localhost:")
+
+
+def test_redirect_loop_and_invalid_location(https: HttpsServer) -> None:
+    error = failure(loopback_fetcher(https), https.url("/loop"), 10)
+    assert isinstance(error, ArtifactUnavailable) and "redirects" in error.message
+    error = failure(loopback_fetcher(https), https.url("/bad-location"), 10)
+    assert isinstance(error, URLNotAllowed) and "invalid URL" in error.message
+
+
+def test_stalled_tls_handshake_is_a_connect_timeout() -> None:
+    """A server that accepts TCP and never answers the ClientHello."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        limits = FetchLimits(connect_timeout=0.3, read_timeout=5, total_timeout=20)
+        started = time.monotonic()
+        error = failure(Fetcher(LOOPBACK, limits), f"https://127.0.0.1:{port}/x", 10)
+    assert isinstance(error, ArtifactUnavailable) and "timed out" in error.message, error
+    assert time.monotonic() - started < 3
 
 
 def test_connection_refused_is_unavailable(https: HttpsServer) -> None:
