@@ -307,6 +307,8 @@ def build_parser(prog: str = "flashgate") -> argparse.ArgumentParser:
                    help=f"monotonic anti-rollback counter (0 to {MAX_SECURITY_VERSION})")
     p.add_argument("--artifact", type=Path, required=True, metavar="FILE",
                    help="the firmware image to sign (read, never changed)")
+    p.add_argument("--artifact-name", metavar="NAME",
+                   help="the image's name as signed (default: the file's name)")
     p.add_argument("--url", help="where devices download it: https://, s3:// (file:// for demos)")
     p.add_argument("--channel", help="the channel that publishes it (default: stable)")
     p.add_argument("--name", help="metadata.name (default: <product>-<tier>-<version>)")
@@ -590,7 +592,7 @@ def _sign(args: argparse.Namespace) -> int:
         # Every field the API would refuse is refused now, before the PIN and the signature.
         check_release_fields(ReleaseManifest(
             fleet=plan.fleet, product=plan.product, tier=Tier(plan.tier), version=plan.version,
-            security_version=plan.security_version, artifact_name=args.artifact.name,
+            security_version=plan.security_version, artifact_name=plan.artifact_name,
             artifact_size=args.artifact.stat().st_size, artifact_sha256=bytes(32)),
             plan.url, plan.channel)
     output.check()
@@ -602,8 +604,7 @@ def _sign(args: argparse.Namespace) -> int:
         digest = hash_file(args.artifact, "--artifact", progress=sys.stderr)
         manifest = ReleaseManifest(
             fleet=plan.fleet, product=plan.product, tier=Tier(plan.tier), version=plan.version,
-            security_version=plan.security_version, artifact_name=args.artifact.name
-            if existing is None else existing.manifest.artifact_name,
+            security_version=plan.security_version, artifact_name=plan.artifact_name,
             artifact_size=digest.size, artifact_sha256=digest.sha256)
         if existing is not None:
             _check_same_release(existing, manifest, args.artifact)
@@ -636,6 +637,7 @@ class _Plan:
     security_version: int
     url: str
     channel: str
+    artifact_name: str
 
 
 def _release_plan(args: argparse.Namespace, existing: ReleaseFile | None) -> _Plan:
@@ -651,11 +653,11 @@ def _release_plan(args: argparse.Namespace, existing: ReleaseFile | None) -> _Pl
             if given is not None and given != value:
                 raise UsageError(f"--{flag.replace('_', '-')} {given!r} differs from the "
                                  f"release being co-signed ({value!r})")
-        if args.artifact.name != m.artifact_name:
-            _say(f"note: artifact file is named {args.artifact.name!r}; the release calls it "
-                 f"{m.artifact_name!r} (the name signed is the release's)")
+        if args.artifact_name not in (None, m.artifact_name):
+            raise UsageError(f"--artifact-name {args.artifact_name!r} differs from the release "
+                             f"being co-signed ({m.artifact_name!r})")
         return _Plan(existing.name, m.fleet, str(m.tier), m.product, m.version,
-                     m.security_version, existing.url, existing.channel)
+                     m.security_version, existing.url, existing.channel, m.artifact_name)
     required = ("tier", "fleet", "product", "version", "security_version", "url")
     missing = [f"--{f.replace('_', '-')}" for f in required if getattr(args, f) is None]
     if missing:
@@ -663,7 +665,7 @@ def _release_plan(args: argparse.Namespace, existing: ReleaseFile | None) -> _Pl
     name = args.name or default_release_name(args.product, args.tier, args.version)
     return _Plan(check_name(name, "--name"), check_fleet(args.fleet), args.tier, args.product,
                  args.version, args.security_version, args.url,
-                 args.channel or DEFAULT_CHANNEL)
+                 args.channel or DEFAULT_CHANNEL, args.artifact_name or args.artifact.name)
 
 
 def _check_not_signed_by(existing: ReleaseFile, key: _Key) -> None:

@@ -40,7 +40,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 
 import pkcs11
 from cryptography.hazmat.primitives import serialization
@@ -73,10 +73,10 @@ ED25519_OID_PARAMS = bytes.fromhex("06032b6570")  # DER OID 1.3.101.112 (id-Ed25
 ED25519_NAME_PARAMS = b"\x13\x0cedwards25519"  # PrintableString form, PKCS#11 3.0 also allows it
 P256_PARAMS = bytes.fromhex("06082a8648ce3d030107")  # DER OID 1.2.840.10045.3.1.7 (prime256v1)
 
-_MECHANISMS = {
+_MECHANISMS = MappingProxyType({
     Algorithm.ED25519: (KeyType.EC_EDWARDS, Mechanism.EC_EDWARDS_KEY_PAIR_GEN, Mechanism.EDDSA),
     Algorithm.ES256: (KeyType.EC, Mechanism.EC_KEY_PAIR_GEN, Mechanism.ECDSA),
-}
+})
 
 
 def find_module(explicit: str | None, environ: Mapping[str, str]) -> Path:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import yaml
@@ -123,13 +124,15 @@ def check_key_fields(*, tier: Tier, not_before: int, not_after: int, replaces: s
                     activate_at=activate_at)
 
 
-KEY_FLAGS = {"not_before": "--not-before", "not_after": "--not-after / --valid-for",
-             "replaces": "--replaces", "overlap": "--overlap", "activate_at": "--activate-at",
-             "tier": "--tier", "public_key": "--key"}
-RELEASE_FLAGS = {"tier": "--tier", "product": "--product", "version": "--version",
-                 "security_version": "--security-version", "channel": "--channel",
-                 "artifact.url": "--url", "artifact.name": "--artifact (its file name)",
-                 "artifact.size": "--artifact (its size)"}
+KEY_FLAGS = MappingProxyType({
+    "not_before": "--not-before", "not_after": "--not-after / --valid-for",
+    "replaces": "--replaces", "overlap": "--overlap", "activate_at": "--activate-at",
+    "tier": "--tier", "public_key": "--key"})
+RELEASE_FLAGS = MappingProxyType({
+    "tier": "--tier", "product": "--product", "version": "--version",
+    "security_version": "--security-version", "channel": "--channel", "artifact.url": "--url",
+    "artifact.name": "--artifact-name (default: the file's name)",
+    "artifact.size": "--artifact (its size)"})
 
 
 def _release_fields(manifest: ReleaseManifest, url: str, channel: str,

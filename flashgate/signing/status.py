@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from flashgate.signing.errors import StationError
@@ -19,7 +20,7 @@ GROUP = "ota.flashgate.dev"
 VERSION = "v1alpha1"
 CHANNEL_SELECTOR = "app.kubernetes.io/managed-by=flashgate,ota.flashgate.dev/kind=channel"
 TRUSTED_PHASES = ("Staged", "Active", "Retiring")
-_TIER_ORDER = {str(t): i for i, t in enumerate(Tier)}
+_TIER_ORDER = MappingProxyType({str(t): i for i, t in enumerate(Tier)})
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,18 @@ and message (0 ok, 1 trust/token failure or rejected, 2 unusable command)."""
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
 import re
+import select
 import shlex
 import stat
 import subprocess
 import sys
+import termios
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -397,6 +401,51 @@ def test_pin_from_a_named_variable_or_nowhere(station: Station) -> None:
     _error(no_tty, 2, "no PIN for token 'flashgate-test' and no terminal")
 
 
+def _run_on_a_terminal(argv: list[str], env: dict[str, str], cwd: Path,
+                       answer: str) -> tuple[int, str]:
+    """Runs argv with a pseudo-terminal as its controlling terminal, answers the PIN prompt;
+    returns the exit code and everything the terminal showed."""
+    main, child_end = os.openpty()
+
+    def controlling_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(child_end, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(argv, stdin=child_end, stdout=subprocess.DEVNULL, stderr=child_end,
+                            env=env, cwd=cwd, preexec_fn=controlling_terminal)
+    os.close(child_end)
+    shown = b""
+
+    def read(until: float) -> None:
+        nonlocal shown
+        while time.monotonic() < until and select.select([main], [], [], 0.2)[0]:
+            try:
+                shown += os.read(main, 4096)
+            except OSError:  # the child closed the terminal
+                return
+
+    deadline = time.monotonic() + 30
+    while b"PIN for token" not in shown and time.monotonic() < deadline:
+        read(time.monotonic() + 1)
+    os.write(main, answer.encode() + b"\n")
+    code = proc.wait(timeout=60)
+    read(time.monotonic() + 2)
+    os.close(main)
+    return code, shown.decode(errors="replace")
+
+
+def test_pin_prompt_on_the_terminal(station: Station) -> None:
+    env = station.hsm.env()
+    env.pop("FLASHGATE_PKCS11_PIN")
+    argv = [sys.executable, "-m", "flashgate.signing",
+            *station.sign_args(station.app, version="1.0.2"), "-o", "prompted.yaml"]
+    code, shown = _run_on_a_terminal(argv, env, station.dir, station.hsm.pin)
+    assert code == 0, shown
+    assert "PIN for token 'flashgate-test': " in shown and "OK: signed" in shown
+    assert station.hsm.pin not in shown  # not echoed
+    assert (station.dir / "prompted.yaml").exists()
+
+
 def test_missing_token(station: Station) -> None:
     result = station.run(*station.sign_args(station.app), "--token", "no-such-token")
     _error(result, 1, "no token labelled 'no-such-token'.*tokens present: 'flashgate-test'")
@@ -504,6 +553,17 @@ def test_fields_the_api_refuses_are_refused_before_signing(station: Station) -> 
     _error(station.run("endorse", "--root-key", station.root, "--key", station.app, "--tier",
                        "application", "--fleet", FLEET, "--valid-for", "1d", "--name", "x",
                        "--overlap", "1h"), 2, "--overlap needs --replaces")
+
+
+def test_artifact_name_defaults_to_the_file_name(station: Station) -> None:
+    odd = station.dir / "fw build (final).bin"
+    odd.write_bytes(b"image")
+    _error(station.run(*station.sign_args(station.app, artifact=odd)), 2,
+           r"--artifact-name \(default: the file's name\) 'fw build \(final\).bin': "
+           "artifact.name must be a file name")
+    result = station.ok(*station.sign_args(station.app, artifact=odd), "--artifact-name",
+                        "gw-a-4.2.0.bin")
+    assert yaml.safe_load(result.stdout)["spec"]["artifact"]["name"] == "gw-a-4.2.0.bin"
 
 
 def test_security_version_fits_a_device_counter(station: Station) -> None:
