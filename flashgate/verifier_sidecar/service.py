@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from yarl import URL
@@ -52,6 +53,7 @@ from flashgate.verifier_sidecar.fetch import FetchError, FetchResult
 from flashgate.verifier_sidecar.metrics import Metrics
 
 log = logging.getLogger("flashgate.verifier")
+SCHEMES = frozenset({"https", "file", "s3"})
 
 
 class ArtifactSource(Protocol):
@@ -190,13 +192,13 @@ class VerifierService:
         checked = check_artifact(expected, fetched.size, fetched.sha256,
                                  truncated=fetched.oversized)
         if not checked.accepted:
-            return _answer(Verdict.reject(checked.reason or Reason.HashMismatch, checked.message,
-                                          key_ids=signed.key_ids), fetched, started)
+            return _answer(replace(checked, key_ids=signed.key_ids), fetched, started)
         accepted = Verdict.accept(f"{signed.message}; {checked.message}", key_ids=signed.key_ids)
         return _answer(accepted, fetched, started)
 
     async def _fetch(self, url: str, size: int) -> FetchResult:
-        scheme = URL(url).scheme if "://" in url else "none"
+        scheme = url.partition("://")[0].lower()
+        scheme = scheme if scheme in SCHEMES else "other"  # bounded label values
         with self.metrics.fetches_waiting.track_inprogress():
             await self._slots.acquire()
         started = time.monotonic()

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from flashgate.signing.filekeys import KeySigner, generate
 from flashgate.trust import (
@@ -325,7 +328,8 @@ def test_size_mismatch(fleet: Fleet, stored: bytes) -> None:
     assert verdict.size == min(len(stored), 5001)
 
 
-@pytest.mark.parametrize("url", ["http://example.com/fw.bin",
+@pytest.mark.parametrize("url", ["http://example.com/fw.bin", "https://[zz]/fw.bin",
+                                 "https://a..b/fw.bin", "gopher://x/", "no scheme at all",
                                  "https://169.254.169.254/latest/meta-data/fw.bin",
                                  "https://10.0.0.1/fw.bin", "file:///etc/passwd",
                                  "https://kubernetes.default.svc/fw.bin"])
@@ -458,3 +462,50 @@ def test_downloads_are_bounded(fleet: Fleet) -> None:
     verdicts = asyncio.run(many())
     assert {v.reason for v in verdicts} == {Reason.SizeMismatch}
     assert source.peak == 2
+
+
+# ---- robustness: whatever validates as a request gets a verdict, never an exception --------
+
+_text = st.text(max_size=40)
+_b64 = st.binary(max_size=200).map(b64)
+
+
+@st.composite
+def requests(draw: st.DrawFn, fleet: Fleet, good: dict[str, Any]) -> dict[str, Any]:
+    release = dict(good["release"])
+    artifact = dict(release["artifact"])
+    artifact["url"] = draw(st.one_of(_text, st.sampled_from(
+        ["https://[::1/x", "file:///etc/shadow", "https://a..b/", "s3://b/k", artifact["url"]])))
+    artifact["size"] = draw(st.integers(0, 2**64 - 1))
+    release["artifact"] = artifact
+    release["signatures"] = draw(st.lists(st.one_of(_b64, _text), max_size=3)) + draw(
+        st.sampled_from([[], release["signatures"]]))
+    release["securityVersion"] = draw(st.integers(0, 2**64 - 1))
+    keys = [dict(k, spec=dict(k["spec"], endorsement=draw(st.one_of(_b64, st.just(
+        k["spec"]["endorsement"]))), publicKey=draw(st.one_of(_text, st.just(
+            k["spec"]["publicKey"]))))) for k in good["keys"]]
+    floor = draw(st.one_of(st.none(), st.integers(0, 2**64 - 1)))
+    return {**good, "release": release, "keys": keys, "floor": floor,
+            "now": draw(st.integers(0, 2**64 - 1))}
+
+
+def test_any_valid_request_gets_a_verdict(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    app = generate(Algorithm.ED25519)
+    good = {"fleet": fleet.name, "name": "r", "release": fleet.release([app]),
+            "keys": [fleet.entry(app, "application"), fleet.entry(app, "os")],
+            "floor": 5, "now": NOW}
+    service, _ = service_for(fleet, connectTimeoutSeconds=0.5)
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(requests(fleet, good))
+    def check(body: dict[str, Any]) -> None:
+        try:
+            request = ReleaseRequest.model_validate(body)
+        except ValidationError:
+            return  # a 400, tested elsewhere
+        verdict = asyncio.run(service.verify_release(request))
+        assert verdict.verdict in ("accepted", "rejected") and verdict.message
+
+    check()
