@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pydantic import BaseModel, ValidationError
 
-from flashgate.api.models import MAX_SECURITY_VERSION
+from flashgate.api.models import DEFAULT_OVERLAP, MAX_SECURITY_VERSION
 from flashgate.signing import devfile, filekeys
 from flashgate.signing.errors import StationError, UsageError
 from flashgate.signing.files import Output, check_readable, hash_file, read_text
@@ -536,7 +536,7 @@ def _endorse(args: argparse.Namespace) -> int:
     replaces = check_name(args.replaces, "--replaces") if args.replaces else None
     if replaces == name:
         raise UsageError("--replaces names the key itself")
-    overlap = (format_duration(parse_duration(args.overlap or "168h", "--overlap"))
+    overlap = (format_duration(parse_duration(args.overlap or DEFAULT_OVERLAP, "--overlap"))
                if replaces else None)
     activate_at = (parse_time(args.activate_at, now, "--activate-at")
                    if args.activate_at else None)
