@@ -92,17 +92,20 @@ class GateSystem:
         _wait_http(f"http://127.0.0.1:{self.sidecar_port}/healthz", 20, self.sidecar,
                    self.workdir / "sidecar.log")
 
-    def start_operator(self) -> None:
+    def start_operator(self, register_webhook: bool = True) -> None:
         self.operator = self._spawn("operator", [
             "flashgate.operator", "--all-namespaces",
             "--verifier-url", f"http://127.0.0.1:{self.sidecar_port}",
             "--retry-max-delay", "2",
             "--metrics-addr", "127.0.0.1", "--metrics-port", str(self.metrics_port),
             "--webhook-addr", "127.0.0.1", "--webhook-host", "127.0.0.1",
-            "--webhook-port", str(self.webhook_port), "--webhook-config-name", self.webhook_config,
+            "--webhook-port", str(self.webhook_port),
+            *(["--webhook-config-name", self.webhook_config] if register_webhook else []),
             "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"])
         _wait_http(f"http://127.0.0.1:{self.liveness_port}/healthz", 30, self.operator,
                    self.workdir / "operator.log")
+        if not register_webhook:
+            return
         deadline = time.monotonic() + 20
         while self.kube.kubectl("get", "validatingwebhookconfiguration", self.webhook_config,
                                 check=False).returncode != 0:
