@@ -23,12 +23,19 @@ read-only file (a ConfigMap mounted into the sidecar container) and never from a
     allowedHosts: []             # host names or IPs exempt from the private-address denial
     allowedNetworks: []          # CIDRs exempt from it
     caFile: /etc/flashgate/ca.pem  # extra CAs for https, besides the system ones
+    s3:                          # for s3://bucket/key URLs; without it they are unavailable
+      endpoint: https://s3.eu-west-1.amazonaws.com  # a private one must be allow-listed
+      region: eu-west-1
+      addressingStyle: path      # or virtual (bucket.endpoint)
+      accessKeyIdFile: /var/run/secrets/flashgate-s3/access-key-id  # else AWS_* env vars
+      secretAccessKeyFile: /var/run/secrets/flashgate-s3/secret-access-key
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import (
@@ -41,6 +48,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from yarl import URL
 
 from flashgate.trust import (
     ROOT,
@@ -54,6 +62,7 @@ from flashgate.trust import (
     spki_from_pem,
 )
 from flashgate.verifier_sidecar.fetch import FetchLimits, URLPolicy
+from flashgate.verifier_sidecar.s3 import S3Settings
 
 ROOT_NOT_AFTER = 2**63 - 1  # roots are configured out of band; their lifetime is this file's
 
@@ -77,6 +86,33 @@ class RootFile(_Model):
     algorithm: Algorithm
 
 
+class S3Section(_Model):
+    """Where s3://bucket/key URLs are fetched from, and with which read-only credentials."""
+
+    endpoint: str = Field(description="https base URL of the S3 API")
+    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,40}$")
+    addressing_style: Literal["path", "virtual"] = "path"
+    access_key_id_file: Path | None = None
+    secret_access_key_file: Path | None = None
+    session_token_file: Path | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        url = URL(value)
+        if url.scheme != "https" or not url.host or url.raw_user or url.raw_query_string:
+            raise ValueError("endpoint must be https://host[:port][/path], TLS verified, "
+                             "without credentials or query")
+        return value
+
+    def settings(self) -> S3Settings:
+        return S3Settings(endpoint=URL(self.endpoint), region=self.region,
+                          addressing_style=self.addressing_style,
+                          access_key_id_file=self.access_key_id_file,
+                          secret_access_key_file=self.secret_access_key_file,
+                          session_token_file=self.session_token_file)
+
+
 class SidecarConfig(_Model):
     """The file's schema; field names are camelCase in the file."""
 
@@ -96,6 +132,7 @@ class SidecarConfig(_Model):
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list)
     ca_file: Path | None = None
+    s3: S3Section | None = None
 
     @field_validator("thresholds")
     @classmethod
@@ -137,6 +174,10 @@ class Settings:
         return URLPolicy.make(allow_file=c.allow_file_urls, file_root=c.file_root,
                               allowed_hosts=c.allowed_hosts,
                               allowed_networks=[str(n) for n in c.allowed_networks])
+
+    @property
+    def s3(self) -> S3Settings | None:
+        return self.config.s3.settings() if self.config.s3 is not None else None
 
     @property
     def limits(self) -> FetchLimits:

@@ -10,18 +10,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import socket
 import ssl
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from flashgate.verifier_sidecar.s3 import S3Settings, sign_get
 from flashgate.verifier_sidecar.urlpolicy import (
     ArtifactUnavailable,
     CheckedURL,
@@ -33,7 +36,7 @@ from flashgate.verifier_sidecar.urlpolicy import (
 )
 
 __all__ = ["ArtifactUnavailable", "FetchError", "FetchLimits", "FetchResult", "Fetcher",
-           "URLNotAllowed", "URLPolicy"]
+           "S3Settings", "URLNotAllowed", "URLPolicy"]
 
 CHUNK = 1 << 20  # 1 MiB: below this per-call overhead shows next to SHA-NI hashing
 MAX_REDIRECTS = 5
@@ -121,9 +124,10 @@ class Fetcher:
         ca_file: extra CA bundle trusted for https, besides the system CAs.
     """
 
-    def __init__(self, policy: URLPolicy, limits: FetchLimits,
-                 ca_file: Path | None = None) -> None:
+    def __init__(self, policy: URLPolicy, limits: FetchLimits, ca_file: Path | None = None,
+                 s3: S3Settings | None = None) -> None:
         self.limits = limits
+        self.s3 = s3
         self.checker = Checker(policy, resolve_timeout=limits.connect_timeout)
         self._ssl = ssl.create_default_context()
         if ca_file is not None:
@@ -151,7 +155,15 @@ class Fetcher:
         return await fetchers[checked.url.scheme](checked, expected_size, clock)
 
     async def _s3(self, checked: CheckedURL, expected: int, clock: _Clock) -> FetchResult:
-        raise ArtifactUnavailable("s3:// is not supported yet")
+        if self.s3 is None:
+            raise ArtifactUnavailable("s3:// URLs are not configured on this sidecar (no s3 "
+                                      "section with an endpoint in its configuration)")
+        target = self.s3.object_url(checked.url)
+        endpoint = await self.checker.check(target)  # the endpoint passes the URL policy too
+        headers = sign_get(target, self.s3.credentials(), self.s3.region, datetime.now(UTC))
+        # No redirects: a signed request is for one host, and S3 does not redirect GETs of a
+        # correctly addressed object.
+        return await self._https(endpoint, expected, clock, headers=headers, redirects=0)
 
     # file:// --------------------------------------------------------------------------------
 
@@ -165,7 +177,9 @@ class Fetcher:
 
     # https:// -------------------------------------------------------------------------------
 
-    async def _https(self, checked: CheckedURL, expected: int, clock: _Clock) -> FetchResult:
+    async def _https(self, checked: CheckedURL, expected: int, clock: _Clock,
+                     headers: Mapping[str, str] | None = None,
+                     redirects: int = MAX_REDIRECTS) -> FetchResult:
         resolver = _PinnedResolver()
         connector = aiohttp.TCPConnector(resolver=resolver, ssl=self._ssl, use_dns_cache=False,
                                          force_close=True)
@@ -179,7 +193,8 @@ class Fetcher:
                                          trust_env=False) as session:
             try:
                 async with asyncio.timeout_at(_loop_time(clock.total_deadline)):
-                    return await self._follow(session, resolver, checked, expected, clock)
+                    return await self._follow(session, resolver, checked, expected, clock,
+                                              headers or {}, redirects)
             except aiohttp.ClientSSLError as exc:
                 raise ArtifactUnavailable(f"TLS error with {checked.url.host}: {exc}") from None
             except aiohttp.ServerTimeoutError as exc:  # before TimeoutError, its base class
@@ -192,26 +207,39 @@ class Fetcher:
                     f"total time limit of {self.limits.total_timeout:g}s exceeded") from None
 
     async def _follow(self, session: aiohttp.ClientSession, resolver: _PinnedResolver,
-                      checked: CheckedURL, expected: int, clock: _Clock) -> FetchResult:
+                      checked: CheckedURL, expected: int, clock: _Clock,
+                      headers: Mapping[str, str], redirects: int) -> FetchResult:
         # Redirects are followed by hand so every hop passes the URL policy first.
-        for _ in range(MAX_REDIRECTS + 1):
+        for _ in range(redirects + 1):
             assert checked.url.host is not None
             resolver.pinned[checked.url.host.rstrip(".").lower()] = checked.addresses
             async with session.get(checked.url, allow_redirects=False,
-                                   headers={"Accept-Encoding": "identity"}) as response:
+                                   headers={**headers, "Accept-Encoding": "identity"}) as response:
                 try:
                     if response.status in REDIRECTS and "Location" in response.headers:
                         checked = await self._redirect(checked, response.headers["Location"])
+                        headers = {}  # credentials are for the first host only
                         continue
                     if response.status != 200:
                         raise ArtifactUnavailable(
                             f"HTTP {response.status} from {checked.url.host} "
-                            f"({response.reason or 'no reason'})")
+                            f"({await self._error_detail(response)})")
                     return await _hash_stream(response, str(checked.url), expected, clock)
                 finally:
                     if not response.content.at_eof():
                         _abort(response)
-        raise ArtifactUnavailable(f"more than {MAX_REDIRECTS} redirects")
+        raise ArtifactUnavailable(f"more than {redirects} redirects" if redirects
+                                  else "redirected, and this kind of URL is not redirected")
+
+    async def _error_detail(self, response: aiohttp.ClientResponse) -> str:
+        """The S3 error code of an error body (<Code>NoSuchKey</Code>), else the reason."""
+        try:
+            async with asyncio.timeout(self.limits.read_timeout):
+                head = await response.content.read(4096)
+        except (TimeoutError, aiohttp.ClientError):
+            head = b""
+        code = re.search(rb"<Code>([A-Za-z0-9.]{1,64})</Code>", head)
+        return code.group(1).decode() if code else response.reason or "no reason"
 
     async def _redirect(self, source: CheckedURL, location: str) -> CheckedURL:
         try:

@@ -51,7 +51,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def make_app(settings: Settings, source: ArtifactSource | None = None) -> web.Application:
     """The aiohttp application; `source` replaces the configured fetcher (tests)."""
     metrics = Metrics()
-    fetcher = source or Fetcher(settings.url_policy, settings.limits, settings.config.ca_file)
+    fetcher = source or Fetcher(settings.url_policy, settings.limits, settings.config.ca_file,
+                                settings.s3)
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
     app[METRICS] = metrics
     app[SERVICE] = VerifierService(settings.roots, settings.policy, fetcher, metrics,

@@ -282,9 +282,9 @@ def test_declared_size_above_sidecar_maximum(https: HttpsServer) -> None:
     assert isinstance(error, ArtifactUnavailable) and "maxArtifactBytes" in error.message
 
 
-def test_s3_is_not_supported_yet() -> None:
+def test_s3_needs_configuration() -> None:
     error = failure(Fetcher(URLPolicy(), FAST), "s3://bucket/key", 10)
-    assert isinstance(error, ArtifactUnavailable) and "s3:// is not supported yet" in error.message
+    assert isinstance(error, ArtifactUnavailable) and "not configured" in error.message
 
 
 # URL policy ----------------------------------------------------------------------------------

@@ -356,7 +356,7 @@ def test_artifact_unavailable(fleet: Fleet) -> None:
     s3, _ = verify(fleet, fleet.release([app], url="s3://bucket/fw.bin"),
                    [fleet.entry(app, "application")])
     rejected(s3, Reason.ArtifactUnavailable)
-    assert "s3://" in s3.message
+    assert "s3://" in s3.message and "not configured" in s3.message
 
 
 def test_presigned_query_is_not_repeated_in_messages(fleet: Fleet) -> None:

@@ -1,0 +1,229 @@
+"""s3:// artifacts: SigV4 against AWS's published example, and fetches from a real S3-compatible
+server (moto's, started as a subprocess over TLS with a test CA, verifying signatures). The
+server tests are skipped where moto is not installed (`pip install "moto[server]"`)."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from yarl import URL
+
+from flashgate.operator.tls import make_serving_cert
+from flashgate.verifier_sidecar.fetch import (
+    ArtifactUnavailable,
+    Fetcher,
+    FetchLimits,
+    URLNotAllowed,
+    URLPolicy,
+)
+from flashgate.verifier_sidecar.s3 import Credentials, S3Settings, sign_get
+
+FAST = FetchLimits(connect_timeout=5, read_timeout=5, total_timeout=30, min_bytes_per_second=0)
+LOOPBACK = URLPolicy.make(allowed_networks=["127.0.0.1/32"])
+BUCKET = "firmware-images"
+OBJECTS = {"gw-3000/app 4.2.0/ü.bin": os.urandom(300_000), "small.bin": b"tiny"}
+
+
+def test_sigv4_matches_the_aws_get_object_example() -> None:
+    """AWS SigV4 documentation, "Example: GET Object" (with a Range header)."""
+    headers = sign_get(URL("https://examplebucket.s3.amazonaws.com/test.txt"),
+                       Credentials("AKIAIOSFODNN7EXAMPLE",
+                                   "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+                       "us-east-1", datetime(2013, 5, 24, tzinfo=UTC), {"Range": "bytes=0-9"})
+    assert headers["Authorization"] == (
+        "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+        "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
+        "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
+    assert headers["x-amz-date"] == "20130524T000000Z"
+
+
+def test_session_token_is_signed() -> None:
+    headers = sign_get(URL("https://s3.example.com/b/k"), Credentials("A", "S", "token"),
+                       "eu-west-1", datetime(2026, 1, 1, tzinfo=UTC))
+    assert headers["x-amz-security-token"] == "token"
+    assert "x-amz-security-token" in headers["Authorization"]
+
+
+@pytest.mark.parametrize(("style", "expected"), [
+    ("path", "https://s3.example.com:9000/firmware-images/gw%203000/%C3%BC.bin"),
+    ("virtual", "https://firmware-images.s3.example.com:9000/gw%203000/%C3%BC.bin"),
+])
+def test_object_url(style: Any, expected: str) -> None:
+    s3 = S3Settings(URL("https://s3.example.com:9000"), "us-east-1", addressing_style=style)
+    assert str(s3.object_url(URL("s3://firmware-images/gw 3000/ü.bin"))) == expected
+
+
+@pytest.mark.parametrize("url", ["s3://ab/k", "s3://bu_cket/k", "s3://a..b/k", "s3://-bucket/k",
+                                 "s3://bucket/", "s3://bucket", "s3://bucket/k?versionId=1",
+                                 "s3://bucket:99/k", "s3://user@bucket/k",
+                                 "s3://bucket/" + "k" * 1025])
+def test_malformed_s3_urls_are_refused(url: str) -> None:
+    s3 = S3Settings(URL("https://s3.example.com"), "us-east-1")
+    fetcher = Fetcher(URLPolicy(), FAST, s3=s3)
+    with pytest.raises(URLNotAllowed):
+        asyncio.run(fetcher.fetch(url, 10))
+
+
+def test_s3_without_configuration_is_unavailable() -> None:
+    with pytest.raises(ArtifactUnavailable, match="not configured"):
+        asyncio.run(Fetcher(URLPolicy(), FAST).fetch("s3://bucket/key", 10))
+
+
+# ---- a real S3-compatible server -------------------------------------------------------------
+
+@dataclass
+class S3Server:
+    endpoint: str
+    ca: Path
+    key_id: Path
+    secret: Path
+
+    def settings(self, **changes: Any) -> S3Settings:
+        base = S3Settings(URL(self.endpoint), "us-east-1", access_key_id_file=self.key_id,
+                          secret_access_key_file=self.secret)
+        return replace(base, **changes)
+
+    def fetcher(self, policy: URLPolicy = LOOPBACK, **changes: Any) -> Fetcher:
+        return Fetcher(policy, FAST, ca_file=self.ca, s3=self.settings(**changes))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _populate(endpoint: str, ca: Path) -> tuple[str, str]:
+    """Unauthenticated set-up (the first actions moto lets through): a user with read access
+    to one bucket, its access key, and the objects."""
+    import boto3  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    anonymous: dict[str, Any] = {"endpoint_url": endpoint, "region_name": "us-east-1",
+                                 "aws_access_key_id": "setup", "aws_secret_access_key": "setup",
+                                 "verify": str(ca)}
+    iam = boto3.client("iam", **anonymous)
+    iam.create_user(UserName="sidecar")
+    key = iam.create_access_key(UserName="sidecar")["AccessKey"]
+    iam.put_user_policy(UserName="sidecar", PolicyName="read", PolicyDocument=(
+        '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject",'
+        f' "Resource": "arn:aws:s3:::{BUCKET}/*"}}]}}'))
+    s3 = boto3.client("s3", **anonymous)
+    s3.create_bucket(Bucket=BUCKET)
+    for name, data in OBJECTS.items():
+        s3.put_object(Bucket=BUCKET, Key=name, Body=data)
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("boto3") is None:
+        pytest.skip("moto[server] is not installed")
+    directory = tmp_path_factory.mktemp("s3")
+    ca, crt, key = make_serving_cert(("127.0.0.1",)).write(directory)
+    port = _free_port()
+    setup_actions = 4 + len(OBJECTS)  # then moto checks every request's signature
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port),
+         "-c", str(crt), "-k", str(key)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(setup_actions)})
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "moto did not start"
+                time.sleep(0.1)
+        endpoint = f"https://127.0.0.1:{port}"
+        key_id, secret = _populate(endpoint, ca)
+        (directory / "key-id").write_text(key_id + "\n")
+        (directory / "secret").write_text(secret + "\n")
+        yield S3Server(endpoint, ca, directory / "key-id", directory / "secret")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def fetch_s3(fetcher: Fetcher, key: str, size: int) -> Any:
+    return asyncio.run(fetcher.fetch(f"s3://{BUCKET}/{key}", size))
+
+
+def test_signed_fetch_from_s3(s3_server: S3Server) -> None:
+    name = "gw-3000/app 4.2.0/ü.bin"
+    result = fetch_s3(s3_server.fetcher(), name, len(OBJECTS[name]))
+    assert result.sha256 == hashlib.sha256(OBJECTS[name]).digest()
+    assert (result.size, result.truncated, result.oversized) == (len(OBJECTS[name]), False, False)
+
+
+def test_s3_size_mismatch_is_reported_not_failed(s3_server: S3Server) -> None:
+    assert fetch_s3(s3_server.fetcher(), "small.bin", 2).oversized
+    assert fetch_s3(s3_server.fetcher(), "small.bin", 10).truncated
+
+
+def test_wrong_secret_is_refused_by_the_server(s3_server: S3Server, tmp_path: Path) -> None:
+    wrong = tmp_path / "secret"
+    wrong.write_text("not-the-secret")
+    with pytest.raises(ArtifactUnavailable, match=r"HTTP 403.*SignatureDoesNotMatch"):
+        fetch_s3(s3_server.fetcher(secret_access_key_file=wrong), "small.bin", 4)
+
+
+def test_missing_object(s3_server: S3Server) -> None:
+    with pytest.raises(ArtifactUnavailable, match=r"HTTP 404.*NoSuchKey"):
+        fetch_s3(s3_server.fetcher(), "absent.bin", 4)
+
+
+def test_s3_endpoint_passes_the_url_policy(s3_server: S3Server) -> None:
+    with pytest.raises(URLNotAllowed, match=r"127\.0\.0\.1"):
+        fetch_s3(s3_server.fetcher(policy=URLPolicy()), "small.bin", 4)
+
+
+def test_missing_credentials(s3_server: S3Server, tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    with pytest.raises(ArtifactUnavailable, match="no S3 credentials"):
+        fetch_s3(s3_server.fetcher(access_key_id_file=None, secret_access_key_file=None),
+                 "small.bin", 4)
+    with pytest.raises(ArtifactUnavailable, match="cannot read S3 credentials"):
+        fetch_s3(s3_server.fetcher(access_key_id_file=tmp_path / "absent"), "small.bin", 4)
+
+
+def test_release_from_s3_through_the_sidecar_config(s3_server: S3Server, tmp_path: Path) -> None:
+    from flashgate.signing.filekeys import generate
+    from flashgate.trust import Algorithm
+    from flashgate.verifier_sidecar.api import ReleaseRequest
+    from flashgate.verifier_sidecar.metrics import Metrics
+    from flashgate.verifier_sidecar.service import VerifierService
+
+    from .test_sidecar_service import NOW, Fleet
+
+    fleet = Fleet(tmp_path)
+    name = "gw-3000/app 4.2.0/ü.bin"
+    data = OBJECTS[name]
+    settings = fleet.settings(caFile=str(s3_server.ca), allowedNetworks=["127.0.0.1/32"],
+                              s3={"endpoint": s3_server.endpoint, "region": "us-east-1",
+                                  "accessKeyIdFile": str(s3_server.key_id),
+                                  "secretAccessKeyFile": str(s3_server.secret)})
+    fetcher = Fetcher(settings.url_policy, settings.limits, settings.config.ca_file, settings.s3)
+    service = VerifierService(settings.roots, settings.policy, fetcher, Metrics())
+    app = generate(Algorithm.ES256)
+    release = fleet.release([app], data=data, url=f"s3://{BUCKET}/{name}")
+    request = ReleaseRequest.model_validate({
+        "fleet": fleet.name, "name": "r", "release": release,
+        "keys": [fleet.entry(app, "application")], "floor": 5, "now": NOW})
+    verdict = asyncio.run(service.verify_release(request))
+    assert verdict.verdict == "accepted", verdict.message
+    assert verdict.sha256 == hashlib.sha256(data).hexdigest()
