@@ -10,7 +10,7 @@ methods in a worker thread.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,18 @@ def _dict(obj: object) -> dict[str, Any]:
     """The custom-objects API returns plain JSON dicts, typed as `object` by the client."""
     assert isinstance(obj, dict)
     return obj
+
+
+def _won(write: Callable[..., object], *args: object) -> bool:
+    """Run a create or replace; False when it lost a race (409: the object was created or changed
+    since it was read), so the caller reads again and retries."""
+    try:
+        write(*args)
+    except ApiException as error:
+        if error.status == 409:
+            return False
+        raise
+    return True
 
 
 class FloorMoved(Exception):
@@ -80,13 +92,9 @@ class FleetStore:
                         "metadata": {"name": name, "namespace": fleet, "labels": MANAGED_BY},
                         "spec": {"product": product, "tier": tier,
                                  "securityVersion": security_version}}
-                try:
-                    self.custom.create_namespaced_custom_object(
-                        GROUP, VERSION, fleet, "rollbackfloors", body)
-                except ApiException as create_error:
-                    if create_error.status == 409:
-                        continue
-                    raise
+                if not _won(self.custom.create_namespaced_custom_object,
+                            GROUP, VERSION, fleet, "rollbackfloors", body):
+                    continue
                 self._record_raise(fleet, name, release, now)
                 return security_version
             current = int(obj["spec"]["securityVersion"])
@@ -95,13 +103,10 @@ class FleetStore:
             if current == security_version:
                 return current
             obj["spec"]["securityVersion"] = security_version
-            try:  # replace carries metadata.resourceVersion: a concurrent write gets a 409
-                self.custom.replace_namespaced_custom_object(
-                    GROUP, VERSION, fleet, "rollbackfloors", name, obj)
-            except ApiException as error:
-                if error.status == 409:
-                    continue
-                raise
+            # replace carries metadata.resourceVersion: a concurrent write makes it a 409
+            if not _won(self.custom.replace_namespaced_custom_object,
+                        GROUP, VERSION, fleet, "rollbackfloors", name, obj):
+                continue
             self._record_raise(fleet, name, release, now)
             return security_version
         raise RuntimeError(f"rollback floor {fleet}/{name}: too many concurrent writers")
@@ -132,24 +137,16 @@ class FleetStore:
                         "ota.flashgate.dev/product": product,
                         "ota.flashgate.dev/channel": channel}),
                     data={key: json.dumps(document, indent=2, sort_keys=True)})
-                try:
-                    self.core.create_namespaced_config_map(fleet, body)
-                except ApiException as create_error:
-                    if create_error.status == 409:
-                        continue
-                    raise
+                if not _won(self.core.create_namespaced_config_map, fleet, body):
+                    continue
                 return Published(where, document["publishedAt"], already=False)
             existing = json.loads((cm.data or {}).get(key) or "{}")
             if same_release(existing, name, spec):
                 return Published(where, existing.get("publishedAt", document["publishedAt"]),
                                  already=True)
             cm.data = {**(cm.data or {}), key: json.dumps(document, indent=2, sort_keys=True)}
-            try:
-                self.core.replace_namespaced_config_map(cm_name, fleet, cm)
-            except ApiException as error:
-                if error.status == 409:
-                    continue
-                raise
+            if not _won(self.core.replace_namespaced_config_map, cm_name, fleet, cm):
+                continue
             return Published(where, document["publishedAt"], already=False)
         raise RuntimeError(f"channel {fleet}/{cm_name}: too many concurrent writers")
 
@@ -168,12 +165,8 @@ class FleetStore:
             if not same_release(existing, name, spec):
                 return False
             cm.data = {k: v for k, v in (cm.data or {}).items() if k != key}
-            try:
-                self.core.replace_namespaced_config_map(cm_name, fleet, cm)
-            except ApiException as error:
-                if error.status == 409:
-                    continue
-                raise
+            if not _won(self.core.replace_namespaced_config_map, cm_name, fleet, cm):
+                continue
             return True
         raise RuntimeError(f"channel {fleet}/{cm_name}: too many concurrent writers")
 
