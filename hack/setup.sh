@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what flashgate's demo and tests need on a fresh machine, idempotently:
 # a Python virtualenv with the project and its dev tools, Debian's SoftHSM2 (PKCS#11 tests), and
-# the pinned control-plane binaries built from source (hack/controlplane.py, cached in ~/.cache).
+# the pinned control-plane binaries and S3 server built from source (hack/controlplane.py and
+# hack/s3server.py, cached in ~/.cache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,3 +31,4 @@ if ! command -v softhsm2-util >/dev/null; then
 fi
 
 .venv/bin/python hack/controlplane.py build >/dev/null
+.venv/bin/python hack/s3server.py install >/dev/null
