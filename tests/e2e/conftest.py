@@ -62,6 +62,9 @@ class GateSystem:
     webhook_config: str = field(default_factory=lambda: f"e2e-{uuid.uuid4().hex[:6]}.ota.flashgate.dev")
     sidecar: subprocess.Popen[bytes] | None = None
     operator: subprocess.Popen[bytes] | None = None
+    # Added to the sidecar's configuration at its next start (e.g. an s3 section, by
+    # test_gate_s3.py, which restarts the sidecar with it and without it afterwards).
+    sidecar_extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def artifacts(self) -> Path:
@@ -75,6 +78,7 @@ class GateSystem:
             "maxSecurityVersionJump": 100,
             "allowFileURLs": True,
             "fileRoot": str(self.artifacts),
+            **self.sidecar_extra,
         }))
         return path
 
