@@ -111,7 +111,8 @@ def run(demo: Demo, keep_running: bool) -> None:
     artifacts.mkdir()
 
     say("Install the CRDs")
-    demo.kubectl("apply", "--server-side", "-f", str(REPO / "crds"), show=True)
+    demo.kubectl("apply", "--server-side", "-f", str(REPO / "crds"), "-f", str(REPO / "deploy"),
+                 show=True)
     demo.kubectl("wait", "--for=condition=established", "-f", str(REPO / "crds"))
     demo.kubectl("create", "namespace", FLEET, check=False)
 

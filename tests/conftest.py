@@ -40,7 +40,8 @@ class Cluster:
         return result
 
     def apply_crds(self) -> None:
-        self.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+        """The CRDs and the admission policies that go with them (deploy/)."""
+        self.kubectl("apply", "--server-side", "-f", str(REPO / "crds"), "-f", str(REPO / "deploy"))
         self.kubectl("wait", "--for=condition=established", "--timeout=60s", "-f", str(REPO / "crds"))
 
     def namespace(self, prefix: str) -> str:

@@ -355,6 +355,16 @@ def test_floor_cannot_be_lowered_by_hand(fleet: Fleet) -> None:
     assert fleet.floor() == 8
 
 
+def test_floor_cannot_be_deleted(fleet: Fleet) -> None:
+    app = fleet.signing_key("app", "application")
+    fleet.apply(fleet.release_doc("v8", [app], security_version=8))
+    fleet.wait_phase("firmwarerelease", "v8", {"Published"})
+    result = fleet.kubectl("delete", "rollbackfloor", "gw-3000.application", check=False)
+    assert result.returncode != 0
+    assert "a RollbackFloor is never deleted" in result.stderr
+    assert fleet.floor() == 8
+
+
 def test_revoking_a_key_withdraws_its_published_release(fleet: Fleet) -> None:
     app = fleet.signing_key("app", "application")
     fleet.apply(fleet.release_doc("soon-withdrawn", [app], security_version=2))
