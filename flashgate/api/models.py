@@ -39,6 +39,8 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
+from flashgate.trust import rotation
+
 GROUP = "ota.flashgate.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -101,10 +103,6 @@ Timestamp = Annotated[
 ]
 """An RFC 3339 date-time with a time zone; a ``datetime`` in Python, a ``Z`` string on the wire."""
 
-_DURATION_PART = re.compile(r"([0-9]+)([hms])")
-_DURATION_UNIT = {"h": 3600, "m": 60, "s": 1}
-
-
 def parse_duration(text: str) -> timedelta:
     """Parse a duration of the API (``168h``, ``1h30m``, ``90s``) into a timedelta.
 
@@ -119,8 +117,8 @@ def parse_duration(text: str) -> timedelta:
     """
     if len(text) < 2 or not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"not a duration such as 168h or 1h30m: {text!r}")
-    seconds = sum(int(n) * _DURATION_UNIT[u] for n, u in _DURATION_PART.findall(text))
-    return timedelta(seconds=seconds)
+    # The API's pattern is the stricter rule; the arithmetic is the trust core's.
+    return timedelta(seconds=rotation.parse_duration(text))
 
 
 class DocEnum(StrEnum):

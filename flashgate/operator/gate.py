@@ -205,7 +205,8 @@ class Gate:
         this = FleetKey(name, spec, status)
         others = [k for k in fleet_keys if k.name != name]
         states = [key_state(this, endorsed), *(key_state(k) for k in others)]
-        result = key_phase(states[0], states, int(now))
+        results = [key_phase(s, states, int(now)) for s in states]
+        result = results[0]
         trusted = result.phase in (Phase.Staged, Phase.Active, Phase.Retiring)
         conditions.append(condition("Trusted", trusted, result.reason, result.message,
                                     generation, now))
@@ -226,7 +227,7 @@ class Gate:
 
         # Wake at the next time-driven transition of any key of the fleet (a successor's
         # activation retires this one), and at least every KEY_RECHECK_SECONDS.
-        upcoming = [r.next_transition for r in (key_phase(s, states, int(now)) for s in states)
+        upcoming = [r.next_transition for r in results
                     if r.next_transition and r.next_transition > now]
         return max(0.5, min([KEY_RECHECK_SECONDS, *(t - now for t in upcoming)]))
 

@@ -128,11 +128,6 @@ def same_release(document: Mapping[str, Any], name: str, spec: Mapping[str, Any]
             and document.get("signatures") == list(spec["signatures"]))
 
 
-def floor_name(product: str, tier: str) -> str:
-    """The RollbackFloor object of (product, tier) in a fleet's namespace."""
-    return f"{product}.{tier}"
-
-
 def channel_name(product: str, channel: str) -> str:
     """The ConfigMap holding the latest job document per tier of (product, channel)."""
     return f"channel.{product}.{channel}"

@@ -17,7 +17,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from flashgate.operator.status import channel_name, floor_name, rfc3339, same_release
+from flashgate.api import rollback_floor_name
+from flashgate.operator.status import channel_name, rfc3339, same_release
 
 GROUP, VERSION = "ota.flashgate.dev", "v1alpha1"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "flashgate"}
@@ -69,7 +70,7 @@ class FleetStore:
     def get_floor(self, fleet: str, product: str, tier: str) -> int | None:
         try:
             obj = _dict(self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, fleet, "rollbackfloors", floor_name(product, tier)))
+                GROUP, VERSION, fleet, "rollbackfloors", rollback_floor_name(product, tier)))
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -80,7 +81,7 @@ class FleetStore:
                     release: str, now: float) -> int:
         """Make the floor at least `security_version`; return it. Raises FloorMoved when the
         floor is already above it (another release won the race)."""
-        name = floor_name(product, tier)
+        name = rollback_floor_name(product, tier)
         for _ in range(_CONFLICT_RETRIES):
             try:
                 obj = _dict(self.custom.get_namespaced_custom_object(
