@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import s3server
 
-from ..unit.test_sidecar_s3 import s3_server_for_tests
+from ..verifier_sidecar.test_s3 import s3_server_for_tests
 from .conftest import Fleet, GateSystem
 from .test_gate import _condition, _status, assert_rejected
 

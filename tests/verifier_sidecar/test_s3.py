@@ -191,7 +191,7 @@ def test_release_from_s3_through_the_sidecar_config(s3_server: S3, tmp_path: Pat
     from flashgate.verifier_sidecar.metrics import Metrics
     from flashgate.verifier_sidecar.service import VerifierService
 
-    from .test_sidecar_service import NOW, Fleet
+    from .test_service import NOW, Fleet
 
     fleet = Fleet(tmp_path)
     name = "gw-3000/app 4.2.0/ü.bin"

@@ -367,7 +367,7 @@ def test_presigned_query_is_not_repeated_in_messages(fleet: Fleet) -> None:
 
 
 def test_over_https_with_the_configured_ca(fleet: Fleet, tmp_path: Path) -> None:
-    from .test_sidecar_fetch import BODY, HttpsServer, make_routes
+    from .test_fetch import BODY, HttpsServer, make_routes
 
     ref: list[HttpsServer] = []
     server = HttpsServer(tmp_path / "tls", make_routes(ref))

@@ -1,4 +1,4 @@
-"""The shared test vectors (FORMAT.md "Test vectors"), made by an independent implementation.
+"""The test vectors of docs/format.md ("Test vectors"), made by an independent implementation.
 
 Every release case and key case must give the expected verdict and reason. Ed25519 envelopes are
 deterministic, so re-signing them with the given seeds must reproduce them byte for byte; ES256
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -42,32 +41,26 @@ from flashgate.trust import (
     verify_signature,
 )
 
-VECTORS = Path(
-    os.environ.get(
-        "FLASHGATE_VECTORS",
-        Path(__file__).resolve().parents[3] / "shared" / "vectors" / "v1.json",
-    )
-)
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "v1.json"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "vectors" / "v1.json"
 
 
-def test_vectors_are_present_in_ci() -> None:
-    """Outside CI a checkout without ../shared skips the vectors; CI must never skip them."""
-    if os.environ.get("CI") and not VECTORS.is_file():
-        pytest.fail(f"CI runs without the shared test vectors: {VECTORS} is missing")
+def test_repo_vectors_match_the_shared_ones_when_present() -> None:
+    """The vectors live in the repo (tests/vectors); where the project's shared folder sits beside
+    the checkout, the copy must not have drifted from it."""
+    if not SHARED.is_file():
+        pytest.skip(f"no shared vectors beside the checkout ({SHARED})")
+    assert json.loads(VECTORS.read_text()) == json.loads(SHARED.read_text())
 
 
 @cache
 def vectors() -> dict[str, Any]:
-    if not VECTORS.is_file():
-        pytest.skip(f"test vectors not found at {VECTORS} (set FLASHGATE_VECTORS to their path)")
     data: dict[str, Any] = json.loads(VECTORS.read_text())
     return data
 
 
 def _cases(kind: str) -> list[Any]:
-    if not VECTORS.is_file():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no vectors at {VECTORS}"))]
-    return [pytest.param(case, id=case["name"]) for case in json.loads(VECTORS.read_text())[kind]]
+    return [pytest.param(case, id=case["name"]) for case in vectors()[kind]]
 
 
 def root_record() -> KeyRecord:

@@ -29,7 +29,7 @@ from flashgate.verifier_sidecar.api import (
 from flashgate.verifier_sidecar.config import ConfigError, load_settings, settings_from
 from flashgate.verifier_sidecar.server import MAX_BODY_BYTES, make_app
 
-from .test_sidecar_service import NOW, Fleet
+from .test_service import NOW, Fleet
 
 REPO = Path(__file__).resolve().parents[2]
 
