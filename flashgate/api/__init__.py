@@ -1,40 +1,56 @@
-"""The flashgate Kubernetes API (ota.flashgate.dev/v1alpha1): models and CRD generation.
+"""The flashgate Kubernetes API (ota.flashgate.dev/v1alpha1): one kind a module, and CRD generation.
 
-See :mod:`flashgate.api.models` for the kinds and :mod:`flashgate.api.crdgen` for ``crds/``.
+:mod:`.schema` holds what the kinds share; :mod:`.crdgen` writes ``crds/`` from the models.
 """
 
-from flashgate.api.models import (
-    API_VERSION,
-    GROUP,
-    RESOURCES,
-    VERSION,
-    Algorithm,
+from flashgate.api.firmwarerelease import (
     Artifact,
-    Condition,
-    ConditionStatus,
     FirmwareRelease,
     FirmwareReleaseConditionType,
     FirmwareReleaseSpec,
     FirmwareReleaseStatus,
-    KeyPhase,
-    Reason,
     ReleasePhase,
-    Resource,
+)
+from flashgate.api.rollbackfloor import (
     RollbackFloor,
     RollbackFloorSpec,
     RollbackFloorStatus,
+    rollback_floor_name,
+)
+from flashgate.api.schema import (
+    API_VERSION,
+    DEFAULT_CHANNEL,
+    GROUP,
+    MAX_SECURITY_VERSION,
+    PATTERN_MESSAGE,
+    VERSION,
+    Condition,
+    ConditionStatus,
+    Resource,
+)
+from flashgate.api.signingkey import (
     SigningKey,
     SigningKeyConditionType,
     SigningKeySpec,
     SigningKeyStatus,
-    Tier,
-    parse_duration,
-    rollback_floor_name,
 )
+from flashgate.trust.rotation import DEFAULT_OVERLAP, KeyPhase
+from flashgate.trust.vocabulary import Algorithm, Reason, Tier
+
+RESOURCES: tuple[type[Resource], ...] = (
+    SigningKey,
+    FirmwareRelease,
+    RollbackFloor,
+)
+"""The kinds of the API, in the order their CRDs are written."""
 
 __all__ = [
     "API_VERSION",
+    "DEFAULT_CHANNEL",
+    "DEFAULT_OVERLAP",
     "GROUP",
+    "MAX_SECURITY_VERSION",
+    "PATTERN_MESSAGE",
     "RESOURCES",
     "VERSION",
     "Algorithm",
@@ -57,6 +73,5 @@ __all__ = [
     "SigningKeySpec",
     "SigningKeyStatus",
     "Tier",
-    "parse_duration",
     "rollback_floor_name",
 ]

@@ -27,7 +27,8 @@ from flashgate.operator.status import (
 )
 from flashgate.operator.store import FleetStore, FloorMoved
 from flashgate.trust import Reason
-from flashgate.trust.rotation import KeyState, Phase, key_phase, parse_duration
+from flashgate.trust.durations import parse_duration
+from flashgate.trust.rotation import DEFAULT_OVERLAP, KeyPhase, KeyState, key_phase
 from flashgate.verifier_sidecar.api import (
     KeyRequest,
     ReleaseRequest,
@@ -36,7 +37,6 @@ from flashgate.verifier_sidecar.api import (
 )
 
 FINAL_PHASES = {"Published", "Rejected", "Withdrawn"}
-DEFAULT_OVERLAP = "168h"
 KEY_RECHECK_SECONDS = 2.0  # how late a new key (say a successor) is noticed by the others;
 # time-driven transitions themselves are exact: each loop sleeps until the next one.
 
@@ -102,7 +102,8 @@ class Gate:
         now = self.clock()
         keys = list(fleet_keys)
         states = [key_state(k) for k in keys]
-        retired = {s.name for s in states if key_phase(s, states, int(now)).phase == Phase.Retired}
+        retired = {s.name for s in states
+                   if key_phase(s, states, int(now)).phase == KeyPhase.Retired}
         floor = await asyncio.to_thread(self.store.get_floor, fleet, spec["product"], spec["tier"])
         request = ReleaseRequest.model_validate({
             "fleet": fleet, "name": name, "release": spec, "floor": floor, "now": int(now),
@@ -207,10 +208,10 @@ class Gate:
         states = [key_state(this, endorsed), *(key_state(k) for k in others)]
         results = [key_phase(s, states, int(now)) for s in states]
         result = results[0]
-        trusted = result.phase in (Phase.Staged, Phase.Active, Phase.Retiring)
+        trusted = result.phase in (KeyPhase.Staged, KeyPhase.Active, KeyPhase.Retiring)
         conditions.append(condition("Trusted", trusted, result.reason, result.message,
                                     generation, now))
-        conditions.append(condition("Ready", result.phase == Phase.Active, result.reason,
+        conditions.append(condition("Ready", result.phase == KeyPhase.Active, result.reason,
                                     result.message, generation, now))
         new_status.update({
             "phase": str(result.phase), "reason": result.reason, "message": result.message,

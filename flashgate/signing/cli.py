@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pydantic import BaseModel, ValidationError
 
-from flashgate.api.models import DEFAULT_OVERLAP, MAX_SECURITY_VERSION
+from flashgate.api import DEFAULT_OVERLAP, MAX_SECURITY_VERSION
 from flashgate.signing import devfile, filekeys
 from flashgate.signing.errors import StationError, UsageError
 from flashgate.signing.files import Output, check_readable, hash_file, read_text
@@ -38,7 +38,6 @@ from flashgate.signing.inputs import (
     check_fleet,
     check_name,
     default_release_name,
-    format_duration,
     parse_duration,
     parse_time,
 )
@@ -55,12 +54,13 @@ from flashgate.signing.resources import (
     signing_key_doc,
 )
 from flashgate.trust import cose
-from flashgate.trust.keyring import ROOT, KeyRecord
+from flashgate.trust.durations import format_duration
+from flashgate.trust.keyring import ROOT, KeyRecord, root_key
 from flashgate.trust.keys import key_id as compute_key_id
 from flashgate.trust.keys import spki_from_pem, spki_to_pem
-from flashgate.trust.model import Algorithm, Tier, TrustError
 from flashgate.trust.payloads import KeyEndorsement, ReleaseManifest, Revocation
 from flashgate.trust.release import Policy
+from flashgate.trust.vocabulary import Algorithm, Tier, TrustError
 
 if TYPE_CHECKING:
     from flashgate.signing.offline import FleetKey
@@ -69,7 +69,6 @@ if TYPE_CHECKING:
 _S = TypeVar("_S", bound=BaseModel)
 
 ALGORITHMS = tuple(str(a) for a in Algorithm)
-ROOT_NOT_AFTER = 2**64 - 1  # a root is trusted until it is replaced out of band
 
 # --- help texts --------------------------------------------------------------------------------
 
@@ -825,9 +824,7 @@ def _root_record(path: Path) -> KeyRecord:
         raise UsageError(f"--root {path}: not a PEM public key ({err})") from None
     spki = public.public_bytes(serialization.Encoding.DER,
                                serialization.PublicFormat.SubjectPublicKeyInfo)
-    return KeyRecord(key_id=compute_key_id(spki), tier=ROOT,
-                     algorithm=_algorithm_of(spki, f"--root {path}"), public_key=spki,
-                     not_before=0, not_after=ROOT_NOT_AFTER, name=f"root {path.name}")
+    return root_key(spki, _algorithm_of(spki, f"--root {path}"), name=f"root {path.name}")
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
 
 from flashgate.trust.keys import key_id, spki_to_pem
-from flashgate.trust.model import Algorithm
+from flashgate.trust.vocabulary import Algorithm
 
 PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 

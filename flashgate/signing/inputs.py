@@ -9,9 +9,9 @@ import re
 from datetime import datetime
 
 from flashgate.signing.errors import UsageError
-from flashgate.trust.model import Tier
+from flashgate.trust import durations
+from flashgate.trust.vocabulary import Tier
 
-_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
@@ -41,29 +41,20 @@ def parse_time(text: str, now: int, flag: str) -> int:
 
 
 def parse_duration(text: str, flag: str) -> int:
-    """Seconds of a duration made of days, hours, minutes, seconds: "365d", "168h", "1h30m".
+    """Seconds of a positive duration in the grammar of trust.durations, days allowed: "365d",
+    "168h", "1h30m".
 
     Raises:
         UsageError: Empty, zero, or another unit.
     """
-    match = _DURATION.fullmatch(text)
-    if not text or match is None:
+    try:
+        total = durations.parse_duration(text, days=True)
+    except ValueError:
         raise UsageError(f"{flag} {text!r} is not a duration",
-                         "use whole days/hours/minutes/seconds, e.g. 365d, 168h, 1h30m")
-    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
-    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+                         "use whole days/hours/minutes/seconds, e.g. 365d, 168h, 1h30m") from None
     if total <= 0:
         raise UsageError(f"{flag} {text!r} must be longer than zero")
     return total
-
-
-def format_duration(seconds: int) -> str:
-    """Go/Kubernetes duration text ("168h", "1h30m", "45s"): days are written as hours, since
-    Go's time.ParseDuration, which Kubernetes tools use, has no day unit."""
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{v}{unit}" for v, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if v]
-    return "".join(parts) or "0s"
 
 
 def check_name(name: str, flag: str) -> str:

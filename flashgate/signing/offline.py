@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from flashgate.api.models import DEFAULT_OVERLAP, parse_duration
 from flashgate.signing.files import hash_file
+from flashgate.trust.durations import parse_duration
 from flashgate.trust.keyring import KeyRecord
 from flashgate.trust.release import Policy
-from flashgate.trust.rotation import KeyState, Phase, key_phase
+from flashgate.trust.rotation import DEFAULT_OVERLAP, KeyPhase, KeyState, key_phase
 from flashgate.verifier_sidecar.api import (
     KeyEntry,
     KeyRequest,
@@ -79,7 +79,7 @@ def verify_offline(*, roots: Sequence[KeyRecord], policy: Policy, fleet: str, na
         if not verdict.endorsed:
             warn(f"SigningKey {key.name} is not trusted: {verdict.reason}: {verdict.message}")
     states = [_state(k, endorsed[k.name]) for k in keys]
-    retired = {s.name for s in states if key_phase(s, states, now).phase == Phase.Retired}
+    retired = {s.name for s in states if key_phase(s, states, now).phase == KeyPhase.Retired}
     request = ReleaseRequest(
         fleet=fleet, name=name, release=release, floor=floor, now=now,
         keys=[KeyEntry(name=k.name, spec=k.spec, retired=k.name in retired) for k in keys])
@@ -98,5 +98,5 @@ def _state(key: FleetKey, endorsed: bool) -> KeyState:
         not_after=int(spec.not_after.timestamp()),
         activate_at=int(spec.activate_at.timestamp()) if spec.activate_at else None,
         replaces=spec.replaces,
-        overlap_seconds=int(overlap.total_seconds()) if overlap is not None else 0,
+        overlap_seconds=overlap if overlap is not None else 0,
     )

@@ -51,7 +51,7 @@ from pkcs11 import exceptions as p11
 from flashgate.signing.errors import StationError, UsageError
 from flashgate.trust.keys import key_id as compute_key_id
 from flashgate.trust.keys import spki_to_pem
-from flashgate.trust.model import Algorithm
+from flashgate.trust.vocabulary import Algorithm
 
 MODULE_ENV = "FLASHGATE_PKCS11_MODULE"
 TOKEN_ENV = "FLASHGATE_PKCS11_TOKEN"

@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from flashgate.api import models
+from flashgate import api as models
 from flashgate.signing.errors import UsageError
 from flashgate.signing.files import read_text
-from flashgate.trust.model import Algorithm, Tier
 from flashgate.trust.payloads import ReleaseManifest
+from flashgate.trust.vocabulary import Algorithm, Tier
 
 API_VERSION = models.API_VERSION
 SIGNING_KEY = "SigningKey"

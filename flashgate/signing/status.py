@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from flashgate.api import GROUP, VERSION
 from flashgate.signing.errors import StationError
-from flashgate.trust.model import Tier, format_time
+from flashgate.trust.rotation import TRUSTED_PHASES
+from flashgate.trust.vocabulary import Tier, format_time
 
-GROUP = "ota.flashgate.dev"
-VERSION = "v1alpha1"
 CHANNEL_SELECTOR = "app.kubernetes.io/managed-by=flashgate,ota.flashgate.dev/kind=channel"
-TRUSTED_PHASES = ("Staged", "Active", "Retiring")
 _TIER_ORDER = MappingProxyType({str(t): i for i, t in enumerate(Tier)})
 
 

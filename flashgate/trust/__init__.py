@@ -1,5 +1,5 @@
 """flashgate's trust core: pure, no I/O. Bytes, an explicit `now` and the stored floor in; a
-verdict with a reason out. FORMAT.md (beside DESIGN.md) is the specification it implements;
+verdict with a reason out. docs/format.md is the specification it implements;
 docs/trust-core-api.md is the contract with its callers.
 """
 
@@ -17,6 +17,7 @@ from flashgate.trust.cose import (
     to_be_signed,
     verify_sign1,
 )
+from flashgate.trust.durations import format_duration, parse_duration
 from flashgate.trust.keyring import (
     ROOT,
     KeyRecord,
@@ -33,7 +34,6 @@ from flashgate.trust.keys import (
     spki_to_pem,
     verify_signature,
 )
-from flashgate.trust.model import Algorithm, Reason, Tier, TrustError, Verdict, format_time
 from flashgate.trust.payloads import KeyEndorsement, ReleaseManifest, Revocation
 from flashgate.trust.release import (
     MAX_SIGNATURES,
@@ -43,28 +43,39 @@ from flashgate.trust.release import (
     verify_release,
 )
 from flashgate.trust.rotation import (
+    DEFAULT_OVERLAP,
     TRUSTED_PHASES,
+    KeyPhase,
     KeyState,
-    Phase,
     PhaseResult,
     key_phase,
-    parse_duration,
+)
+from flashgate.trust.vocabulary import (
+    Algorithm,
+    DocEnum,
+    Reason,
+    Tier,
+    TrustError,
+    Verdict,
+    format_time,
 )
 
 __all__ = [
     "CT_KEY",
     "CT_RELEASE",
     "CT_REVOCATION",
+    "DEFAULT_OVERLAP",
     "MAX_ENVELOPE_BYTES",
     "MAX_SIGNATURES",
     "ROOT",
     "TRUSTED_PHASES",
     "Algorithm",
+    "DocEnum",
     "KeyEndorsement",
+    "KeyPhase",
     "KeyRecord",
     "KeyRing",
     "KeyState",
-    "Phase",
     "PhaseResult",
     "Policy",
     "PublicKey",
@@ -82,6 +93,7 @@ __all__ = [
     "decode_b64",
     "encode",
     "endorsed_record",
+    "format_duration",
     "format_time",
     "key_id",
     "key_phase",

@@ -18,7 +18,7 @@ from typing import Any
 
 import cbor2
 
-from flashgate.trust.model import Reason, TrustError
+from flashgate.trust.vocabulary import Reason, TrustError
 
 _UINT_LIMIT = 1 << 64
 # The wire format nests two levels at most; this bound keeps hostile input shallow and cheap.

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from flashgate.trust import cbor
 from flashgate.trust.keys import SIGNATURE_BYTES, verify_signature
-from flashgate.trust.model import Algorithm, Reason, TrustError
+from flashgate.trust.vocabulary import Algorithm, Reason, TrustError
 
 CT_RELEASE = "application/vnd.flashgate.release+cbor"
 CT_KEY = "application/vnd.flashgate.key+cbor"

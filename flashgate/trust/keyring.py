@@ -25,10 +25,14 @@ from typing import Final, Literal
 
 from flashgate.trust.cose import CT_KEY, CT_REVOCATION, parse_sign1, verify_sign1
 from flashgate.trust.keys import key_id as compute_key_id
-from flashgate.trust.model import Algorithm, Reason, Tier, TrustError, Verdict, format_time
+from flashgate.trust.keys import load_spki
 from flashgate.trust.payloads import KeyEndorsement, Revocation
+from flashgate.trust.vocabulary import Algorithm, Reason, Tier, TrustError, Verdict, format_time
 
 ROOT: Final = "root"
+ROOT_NOT_AFTER: Final = 2**64 - 1
+"""A root is configured out of band (sidecar configuration, device ROM) and trusted for as long
+as it is configured: the end of the wire format's time range (uint64 seconds)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,24 @@ class KeyRecord:
     def valid_at(self, now: int) -> bool:
         """Inside its validity window: not_before <= now < not_after."""
         return self.not_before <= now < self.not_after
+
+
+def root_key(spki_der: bytes, algorithm: Algorithm, name: str = "") -> KeyRecord:
+    """A fleet root as a KeyRecord of tier "root", trusted for as long as it is configured.
+
+    Raises:
+        TrustError: `SignatureInvalid` when the bytes are not a canonical key of `algorithm`.
+    """
+    load_spki(spki_der, algorithm)
+    return KeyRecord(
+        key_id=compute_key_id(spki_der),
+        tier=ROOT,
+        algorithm=algorithm,
+        public_key=spki_der,
+        not_before=0,
+        not_after=ROOT_NOT_AFTER,
+        name=name,
+    )
 
 
 def _merge(a: KeyRecord, b: KeyRecord) -> KeyRecord:

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from flashgate.trust.model import Algorithm, Reason, TrustError
+from flashgate.trust.vocabulary import Algorithm, Reason, TrustError
 
 PublicKey = Ed25519PublicKey | ec.EllipticCurvePublicKey
 

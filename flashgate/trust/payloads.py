@@ -14,7 +14,7 @@ from typing import Any
 
 from flashgate.trust import cbor
 from flashgate.trust.keys import load_spki
-from flashgate.trust.model import Algorithm, Reason, Tier, TrustError
+from flashgate.trust.vocabulary import Algorithm, Reason, Tier, TrustError
 
 FORMAT_VERSION = 1
 _UINT_LIMIT = 1 << 64

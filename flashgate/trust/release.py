@@ -32,8 +32,8 @@ from types import MappingProxyType
 
 from flashgate.trust.cose import CT_RELEASE, parse_sign1, verify_sign1
 from flashgate.trust.keyring import ROOT, KeyRecord, KeyRing
-from flashgate.trust.model import Reason, Tier, TrustError, Verdict, format_time
 from flashgate.trust.payloads import ReleaseManifest
+from flashgate.trust.vocabulary import Reason, Tier, TrustError, Verdict, format_time
 
 MAX_SIGNATURES = 16
 """More envelopes than this on one release are refused unread (each costs a verification)."""

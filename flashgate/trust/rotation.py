@@ -16,36 +16,58 @@ so the operator can schedule it without any edit to the resource.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from enum import StrEnum
 
-from flashgate.trust.model import format_time
-
-
-class Phase(StrEnum):
-    """SigningKey.status.phase."""
-
-    Pending = "Pending"
-    """Not yet usable: the endorsement is not checked yet, or notBefore is still ahead."""
-    Invalid = "Invalid"
-    """The endorsement does not verify or disagrees with the spec; never trusted."""
-    Staged = "Staged"
-    """Trusted and distributed to devices, not yet the primary signer (activateAt ahead)."""
-    Active = "Active"
-    """Trusted; the primary signer of its tier."""
-    Retiring = "Retiring"
-    """Trusted until the overlap window after its successor's activation ends."""
-    Retired = "Retired"
-    """Replaced and past its overlap; no longer trusted."""
-    Expired = "Expired"
-    """Past notAfter; no longer trusted."""
-    Revoked = "Revoked"
-    """Distrusted for good."""
+from flashgate.trust.vocabulary import DocEnum, format_time
 
 
-TRUSTED_PHASES = frozenset({Phase.Staged, Phase.Active, Phase.Retiring})
+class KeyPhase(DocEnum):
+    """Where a SigningKey is in its life (SigningKey status.phase)."""
+
+    Pending = (
+        "Pending",
+        "not usable yet: the endorsement has not been checked (e.g. the verifier sidecar has "
+        "not answered yet), or notBefore is still ahead. Not trusted.",
+    )
+    Invalid = (
+        "Invalid",
+        "the endorsement does not verify against the fleet root, its payload disagrees with "
+        "the spec, or the spec itself cannot be used (reason and message say how). Never "
+        "trusted; fix the spec or endorse again.",
+    )
+    Staged = (
+        "Staged",
+        "endorsed, inside its validity and trusted, distributed to devices in the trust bundle, "
+        "but not the primary signer yet (activateAt has not come).",
+    )
+    Active = "Active", "endorsed, trusted and the primary signer of its tier."
+    Retiring = (
+        "Retiring",
+        "replaced by a newer key that is now Active; still trusted until the overlap ends "
+        "(trustedUntil).",
+    )
+    Retired = (
+        "Retired",
+        "replaced, and its overlap has ended: no longer trusted for new releases. Releases it "
+        "published stay Published.",
+    )
+    Expired = (
+        "Expired",
+        "notAfter has passed: no longer trusted for new releases. Releases it published stay "
+        "Published.",
+    )
+    Revoked = (
+        "Revoked",
+        "revoked (spec.revoked, or its keyId is on the fleet's RevocationList): distrusted at "
+        "once and for good; releases it published are Withdrawn.",
+    )
+
+
+DEFAULT_OVERLAP = "168h"
+"""The dual-trust window when a SigningKey sets `replaces` without `overlap` (7 days)."""
+
+TRUSTED_PHASES = frozenset({KeyPhase.Staged, KeyPhase.Active, KeyPhase.Retiring})
 
 
 @dataclass(frozen=True)
@@ -94,7 +116,7 @@ class PhaseResult:
         next_transition: When the phase next changes by time alone; None if never.
     """
 
-    phase: Phase
+    phase: KeyPhase
     reason: str
     message: str
     trusted_from: int | None = None
@@ -112,24 +134,24 @@ def _successors(key: KeyState, fleet_keys: Sequence[KeyState]) -> list[KeyState]
 
 def _phase_at(key: KeyState, successors: Sequence[KeyState], now: int) -> PhaseResult:
     if key.revoked:
-        return PhaseResult(Phase.Revoked, "Revoked", f"key {key.name} is revoked")
+        return PhaseResult(KeyPhase.Revoked, "Revoked", f"key {key.name} is revoked")
     if key.endorsed is None:
         return PhaseResult(
-            Phase.Pending, "AwaitingVerification", "the root endorsement is not verified yet"
+            KeyPhase.Pending, "AwaitingVerification", "the root endorsement is not verified yet"
         )
     if not key.endorsed:
         return PhaseResult(
-            Phase.Invalid,
+            KeyPhase.Invalid,
             "EndorsementInvalid",
             "the root endorsement does not verify or disagrees with the spec",
         )
     if now >= key.not_after:
         return PhaseResult(
-            Phase.Expired, "Expired", f"validity ended at {format_time(key.not_after)}"
+            KeyPhase.Expired, "Expired", f"validity ended at {format_time(key.not_after)}"
         )
     if now < key.not_before:
         return PhaseResult(
-            Phase.Pending, "NotYetValid", f"valid from {format_time(key.not_before)}"
+            KeyPhase.Pending, "NotYetValid", f"valid from {format_time(key.not_before)}"
         )
     active_successors = [
         s
@@ -142,7 +164,7 @@ def _phase_at(key: KeyState, successors: Sequence[KeyState], now: int) -> PhaseR
         if now < retire_at:
             until = min(retire_at, key.not_after)
             return PhaseResult(
-                Phase.Retiring,
+                KeyPhase.Retiring,
                 "Superseded",
                 f"replaced by {successor.name}, active since {format_time(successor.activation)}; "
                 f"trusted until {format_time(until)}",
@@ -150,20 +172,20 @@ def _phase_at(key: KeyState, successors: Sequence[KeyState], now: int) -> PhaseR
                 trusted_until=until,
             )
         return PhaseResult(
-            Phase.Retired,
+            KeyPhase.Retired,
             "OverlapEnded",
             f"replaced by {successor.name}; the overlap ended at {format_time(retire_at)}",
         )
     if key.activate_at is not None and now < key.activate_at:
         return PhaseResult(
-            Phase.Staged,
+            KeyPhase.Staged,
             "AwaitingActivation",
             f"trusted, becomes the active signer at {format_time(key.activate_at)}",
             trusted_from=key.not_before,
             trusted_until=key.not_after,
         )
     return PhaseResult(
-        Phase.Active,
+        KeyPhase.Active,
         "Active",
         f"trusted until {format_time(key.not_after)}",
         trusted_from=key.not_before,
@@ -186,23 +208,3 @@ def key_phase(key: KeyState, fleet_keys: Sequence[KeyState], now: int) -> PhaseR
         if _phase_at(key, successors, instant).phase != current.phase:
             return replace(current, next_transition=instant)
     return current
-
-
-_DURATION = re.compile(r"(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?")
-_MAX_DURATION_TEXT = 32
-
-
-def parse_duration(text: str) -> int:
-    """Seconds in a duration such as "168h", "30m", "1h30m" or "90s" (units h, m, s in that
-    order, each at most once; "0" alone is zero).
-
-    Raises:
-        ValueError: for anything else (empty, signs, fractions, spaces, other units).
-    """
-    if text == "0":
-        return 0
-    match = _DURATION.fullmatch(text) if len(text) <= _MAX_DURATION_TEXT else None
-    if match is None or not any(match.groups()):
-        raise ValueError(f"{text!r} is not a duration such as '168h', '30m', '1h30m' or '90s'")
-    hours, minutes, seconds = (int(group or 0) for group in match.groups())
-    return hours * 3600 + minutes * 60 + seconds

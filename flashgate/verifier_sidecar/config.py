@@ -50,21 +50,10 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from yarl import URL
 
-from flashgate.trust import (
-    ROOT,
-    Algorithm,
-    KeyRecord,
-    Policy,
-    Tier,
-    TrustError,
-    key_id,
-    load_spki,
-    spki_from_pem,
-)
+from flashgate.trust import Algorithm, KeyRecord, Policy, Tier, TrustError, spki_from_pem
+from flashgate.trust.keyring import root_key
 from flashgate.verifier_sidecar.fetch import FetchLimits, URLPolicy
 from flashgate.verifier_sidecar.s3 import S3Settings
-
-ROOT_NOT_AFTER = 2**63 - 1  # roots are configured out of band; their lifetime is this file's
 
 
 class ConfigError(Exception):
@@ -193,12 +182,9 @@ class Settings:
 def root_record(pem: str, algorithm: Algorithm, where: str) -> KeyRecord:
     """A fleet root as a KeyRecord of tier "root", valid for as long as it is configured."""
     try:
-        der = spki_from_pem(pem)
-        load_spki(der, algorithm)  # the key must be of the declared algorithm
+        return root_key(spki_from_pem(pem), algorithm, name=f"root {where}")
     except TrustError as exc:
         raise ConfigError(f"{where}: {exc.message}") from None
-    return KeyRecord(key_id=key_id(der), tier=ROOT, algorithm=algorithm, public_key=der,
-                     not_before=0, not_after=ROOT_NOT_AFTER, name=f"root {where}")
 
 
 def settings_from(data: object) -> Settings:

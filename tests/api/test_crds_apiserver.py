@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from flashgate.api.models import RESOURCES, FirmwareRelease, RollbackFloor, SigningKey
+from flashgate.api import RESOURCES, FirmwareRelease, RollbackFloor, SigningKey
 from flashgate.signing.filekeys import KeySigner, generate
 from flashgate.signing.resources import release_doc, signing_key_doc
 from flashgate.trust import Algorithm, Tier

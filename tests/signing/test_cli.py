@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 
 from flashgate.trust.keyring import ROOT, KeyRecord, verify_revocation
 from flashgate.trust.keys import key_id
-from flashgate.trust.model import Algorithm
+from flashgate.trust.vocabulary import Algorithm
 
 from .softhsm import SoftHsm, flashgate
 

@@ -19,7 +19,6 @@ from flashgate.signing.inputs import (
     check_fleet,
     check_name,
     default_release_name,
-    format_duration,
     parse_duration,
     parse_time,
 )
@@ -30,8 +29,9 @@ from flashgate.signing.resources import (
     signing_key_doc,
 )
 from flashgate.signing.status import FleetView, render
-from flashgate.trust.model import Algorithm, Tier
+from flashgate.trust.durations import format_duration
 from flashgate.trust.payloads import ReleaseManifest
+from flashgate.trust.vocabulary import Algorithm, Tier
 
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
 

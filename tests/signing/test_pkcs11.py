@@ -22,8 +22,8 @@ from flashgate.signing.pkcs11 import (
 )
 from flashgate.trust import cose
 from flashgate.trust.keys import key_id, verify_signature
-from flashgate.trust.model import Algorithm, Tier
 from flashgate.trust.payloads import ReleaseManifest
+from flashgate.trust.vocabulary import Algorithm, Tier
 
 from .softhsm import SoftHsm
 

@@ -1,0 +1,141 @@
+"""RollbackFloor: the anti-rollback floor of one product and tier of a fleet."""
+
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, Field
+
+from flashgate.api.schema import (
+    _DNS_LABEL_WORDS,
+    _OBSERVED_GENERATION,
+    API_VERSION,
+    DNS_LABEL_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
+    MAX_SECURITY_VERSION,
+    CRDNames,
+    PrinterColumn,
+    Resource,
+    Timestamp,
+    _cel,
+    _immutable,
+    _Model,
+    _StatusModel,
+)
+from flashgate.trust.vocabulary import Tier
+
+
+def rollback_floor_name(product: str, tier: Tier | str) -> str:
+    """The one name a RollbackFloor of (product, tier) may have: ``<product>.<tier>``."""
+    return f"{product}.{Tier(tier).value}"
+
+
+class RollbackFloorSpec(_Model):
+    """The floor of one product and tier."""
+
+    product: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+        description=(
+            "The hardware class this floor applies to (FirmwareRelease spec.product). Required; "
+            f"{_DNS_LABEL_WORDS}. Immutable."
+        ),
+        json_schema_extra=_cel(
+            _immutable("product", "a floor belongs to one product and tier for life"),
+            pattern_message=f"product must be {_DNS_LABEL_WORDS}",
+        ),
+    )
+    tier: Tier = Field(
+        description="The tier this floor applies to. Required. Immutable.",
+        json_schema_extra=_cel(
+            _immutable("tier", "a floor belongs to one product and tier for life")
+        ),
+    )
+    security_version: int = Field(
+        ge=0,
+        le=MAX_SECURITY_VERSION,
+        description=(
+            "The floor: the highest securityVersion ever published for this product and tier, "
+            "or higher if raised on purpose by the security team; never decreases. Releases "
+            "below it are Rejected (RollbackRejected); equal is allowed. The operator raises it "
+            "before it publishes a job document. Required; 0 to "
+            f"{MAX_SECURITY_VERSION}. The API server refuses any update that lowers it."
+        ),
+        json_schema_extra=_cel(
+            {
+                "rule": "self >= oldSelf",
+                # No messageExpression: the API server estimates string(int) as unbounded
+                # and refuses the CRD for exceeding the CEL cost budget.
+                "message": "the rollback floor never goes down: securityVersion may only be "
+                "raised, never lowered",
+            }
+        ),
+    )
+
+
+class RollbackFloorStatus(_StatusModel):
+    """Who raised the floor last, written by the operator only."""
+
+    last_raised_by: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description=(
+            "Name of the FirmwareRelease whose publication last raised the floor; unset when it "
+            "was last raised by hand."
+        ),
+    )
+    last_raised_at: Timestamp | None = Field(
+        default=None, description="When the floor was last raised (RFC 3339)."
+    )
+    observed_generation: int | None = Field(default=None, ge=0, description=_OBSERVED_GENERATION)
+
+
+class RollbackFloor(Resource):
+    """The anti-rollback floor of one product and tier in a fleet (its namespace).
+
+    A release whose securityVersion is below spec.securityVersion is refused. The floor never
+    goes down: the API server refuses an update that lowers it. There is one per product and
+    tier, named <product>.<tier> (e.g. gw-3000.application). Deleting it would reset the floor,
+    so grant delete on rollbackfloors to nobody.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            {
+                "rule": "self.metadata.name == self.spec.product + '.' + self.spec.tier",
+                "message": "a RollbackFloor is named <product>.<tier>, so that a fleet has one "
+                "floor per product and tier",
+                "messageExpression": "'a RollbackFloor is named <product>.<tier>: this one must "
+                "be named ' + self.spec.product + '.' + self.spec.tier + ', so that a fleet has "
+                "one floor per product and tier'",
+            }
+        ),
+    )
+    crd: ClassVar[CRDNames] = CRDNames(
+        kind="RollbackFloor",
+        plural="rollbackfloors",
+        singular="rollbackfloor",
+        short_names=("rbf",),
+        printer_columns=(
+            PrinterColumn("Product", "string", ".spec.product", "The hardware class."),
+            PrinterColumn("Tier", "string", ".spec.tier", "The tier."),
+            PrinterColumn("Floor", "integer", ".spec.securityVersion",
+                          "The lowest securityVersion a new release may carry."),
+            PrinterColumn("RaisedBy", "string", ".status.lastRaisedBy",
+                          "The release that last raised the floor.", priority=1),
+            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+        ),
+    )
+
+    api_version: str = Field(default=API_VERSION, description="ota.flashgate.dev/v1alpha1")
+    kind: str = Field(default="RollbackFloor", description="RollbackFloor")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
+    spec: RollbackFloorSpec = Field(
+        description=(
+            "The product, tier (both immutable) and the floor itself, which only goes up."
+        ),
+    )
+    status: RollbackFloorStatus | None = Field(
+        default=None, description="Who raised the floor last and when, written by the operator."
+    )
