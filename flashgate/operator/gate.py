@@ -29,12 +29,8 @@ from flashgate.operator.store import FleetStore, FloorMoved
 from flashgate.trust import Reason
 from flashgate.trust.durations import parse_duration
 from flashgate.trust.rotation import DEFAULT_OVERLAP, KeyPhase, KeyState, key_phase
-from flashgate.verifier_sidecar.api import (
-    KeyRequest,
-    ReleaseRequest,
-    VerifierClient,
-    VerifierUnavailable,
-)
+from flashgate.verifier_api.client import VerifierClient, VerifierUnavailable
+from flashgate.verifier_api.models import KeyRequest, ReleaseRequest
 
 FINAL_PHASES = {"Published", "Rejected", "Withdrawn"}
 KEY_RECHECK_SECONDS = 2.0  # how late a new key (say a successor) is noticed by the others;

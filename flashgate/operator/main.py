@@ -22,7 +22,7 @@ from flashgate.operator.gate import FleetKey, Gate
 from flashgate.operator.metrics import Metrics, count_by
 from flashgate.operator.store import FleetStore
 from flashgate.operator.tls import make_serving_cert
-from flashgate.verifier_sidecar.api import VerifierClient
+from flashgate.verifier_api.client import VerifierClient
 
 
 @dataclass(frozen=True)

@@ -755,7 +755,7 @@ def _revoke(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     # Imported here: the sidecar's service (and aiohttp) load only for `verify`.
     from flashgate.signing.offline import verify_offline
-    from flashgate.verifier_sidecar.api import ReleaseSpec
+    from flashgate.verifier_api.models import ReleaseSpec
 
     now = parse_time(args.now, _now(), "--now") if args.now else _now()
     release = load_release(args.release, "--release")
@@ -785,7 +785,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _fleet_keys(found: Sequence[SigningKeyFile], fleet: str) -> list[FleetKey]:
     """The release's fleet's SigningKeys, as the operator hands them to the sidecar."""
     from flashgate.signing.offline import FleetKey
-    from flashgate.verifier_sidecar.api import SigningKeySpec
+    from flashgate.verifier_api.models import SigningKeySpec
 
     keys = []
     for key in found:

@@ -25,7 +25,7 @@ from flashgate.trust.durations import parse_duration
 from flashgate.trust.keyring import KeyRecord
 from flashgate.trust.release import Policy
 from flashgate.trust.rotation import DEFAULT_OVERLAP, KeyPhase, KeyState, key_phase
-from flashgate.verifier_sidecar.api import (
+from flashgate.verifier_api.models import (
     KeyEntry,
     KeyRequest,
     ReleaseRequest,

@@ -26,7 +26,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from flashgate.verifier_sidecar.api import (
+from flashgate.verifier_api.models import (
     ErrorBody,
     KeyRequest,
     KeyVerdict,

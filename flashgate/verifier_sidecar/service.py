@@ -40,7 +40,7 @@ from flashgate.trust import (
     verify_release,
     verify_revocation,
 )
-from flashgate.verifier_sidecar.api import (
+from flashgate.verifier_api.models import (
     KeyEntry,
     KeyRequest,
     KeyVerdict,
@@ -145,7 +145,8 @@ class VerifierService:
         if not self._endorsement(fleet, spec, spki).accepted:
             return None
         kid = key_id(spki)
-        revoked = spec.revoked or self._revocation(fleet, spec, kid)[0] is True
+        revoked = (entry.revoked or spec.revoked
+                   or self._revocation(fleet, spec, kid)[0] is True)
         return endorsed_record(spec.endorsement, fleet, self.roots, name=entry.name,
                                revoked=revoked, retired=entry.retired)
 

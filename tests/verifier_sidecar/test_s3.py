@@ -187,7 +187,7 @@ def test_missing_credentials(s3_server: S3, tmp_path: Path,
 def test_release_from_s3_through_the_sidecar_config(s3_server: S3, tmp_path: Path) -> None:
     from flashgate.signing.filekeys import generate
     from flashgate.trust import Algorithm
-    from flashgate.verifier_sidecar.api import ReleaseRequest
+    from flashgate.verifier_api.models import ReleaseRequest
     from flashgate.verifier_sidecar.metrics import Metrics
     from flashgate.verifier_sidecar.service import VerifierService
 

@@ -20,12 +20,8 @@ from aiohttp import web
 
 from flashgate.signing.filekeys import generate
 from flashgate.trust import Algorithm, Reason
-from flashgate.verifier_sidecar.api import (
-    KeyRequest,
-    ReleaseRequest,
-    VerifierClient,
-    VerifierUnavailable,
-)
+from flashgate.verifier_api.client import VerifierClient, VerifierUnavailable
+from flashgate.verifier_api.models import KeyRequest, ReleaseRequest
 from flashgate.verifier_sidecar.config import ConfigError, load_settings, settings_from
 from flashgate.verifier_sidecar.server import MAX_BODY_BYTES, make_app
 
@@ -348,7 +344,7 @@ def test_process_refuses_a_bad_config(tmp_path: Path) -> None:
 
 def test_no_kubernetes_in_the_sidecar() -> None:
     code = ("import sys\n"
-            "import flashgate.verifier_sidecar.server, flashgate.verifier_sidecar.api\n"
+            "import flashgate.verifier_sidecar.server, flashgate.verifier_api.models\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'kopf')"
             " or m.startswith('flashgate.operator'))\n"
             "print(','.join(bad))\n")

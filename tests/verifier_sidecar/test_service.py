@@ -29,7 +29,7 @@ from flashgate.trust import (
     Tier,
     sign1,
 )
-from flashgate.verifier_sidecar.api import KeyRequest, ReleaseRequest, ReleaseVerdict
+from flashgate.verifier_api.models import KeyRequest, ReleaseRequest, ReleaseVerdict
 from flashgate.verifier_sidecar.config import Settings, settings_from
 from flashgate.verifier_sidecar.fetch import Fetcher, FetchResult
 from flashgate.verifier_sidecar.metrics import Metrics
@@ -79,9 +79,9 @@ class Fleet:
                 "revoked": False, **extra}
 
     def entry(self, key: KeySigner, tier: str, name: str | None = None, *,
-              retired: bool = False, **spec: Any) -> dict[str, Any]:
+              retired: bool = False, revoked: bool = False, **spec: Any) -> dict[str, Any]:
         return {"name": name or f"{tier}-{key.key_id[:8]}", "spec": self.key_spec(key, tier, **spec),
-                "retired": retired}
+                "retired": retired, "revoked": revoked}
 
     def artifact(self, name: str, data: bytes) -> Path:
         path = self.artifacts / name
@@ -272,6 +272,16 @@ def test_root_signed_revocation_revokes_even_without_the_flag(fleet: Fleet) -> N
     entry = fleet.entry(app, "application", revocation=fleet.revocation(app))
     verdict, _ = verify(fleet, fleet.release([app]), [entry])
     rejected(verdict, Reason.KeyRevoked)
+
+
+def test_revoked_outside_the_spec_revokes(fleet: Fleet) -> None:
+    """The operator says a key is revoked when its keyId is on the fleet's RevocationList, even
+    though this SigningKey's own spec says revoked: false (a re-created or duplicate object)."""
+    app = generate(Algorithm.ED25519)
+    verdict, calls = verify(fleet, fleet.release([app]), [fleet.entry(app, "application",
+                                                                      revoked=True)])
+    rejected(verdict, Reason.KeyRevoked)
+    assert calls == 0
 
 
 def test_expired_and_retired_keys(fleet: Fleet) -> None:

@@ -1,25 +1,19 @@
-"""The sidecar's local API: request and response bodies, and the client the operator uses.
+"""The verifier sidecar's local API: request and response bodies (the wire contract).
 
 DESIGN.md "Sidecar API". Python names are snake_case, the JSON names camelCase (aliases); both are
 accepted on input. Requests forbid unknown top-level fields (a misspelt `floor` must not read as
 "no floor"); the SigningKey and FirmwareRelease specs inside ignore fields they do not know, as
 those are the CRDs' and everything that matters to the verdict is signed.
 
-    async with VerifierClient("http://127.0.0.1:8181", timeout=660) as verifier:
-        verdict = await verifier.verify_release(ReleaseRequest.model_validate(body))
-
-Any failure to get a verdict (nothing listening, timeout, a non-200 answer, a body that is not a
-verdict) raises `VerifierUnavailable`; the operator maps it to reason VerifierUnavailable and
-retries: fail closed.
+Both sides import this module: the sidecar serves it (flashgate.verifier_sidecar.server), the
+operator calls it through `flashgate.verifier_api.client.VerifierClient`.
 """
 from __future__ import annotations
 
 from datetime import datetime
-from types import TracebackType
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal
 
-import aiohttp
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from flashgate.trust import MAX_ENVELOPE_BYTES, Algorithm, Reason, Tier
@@ -85,11 +79,15 @@ class SigningKeySpec(_Spec):
 
 
 class KeyEntry(_Body):
-    """One SigningKey of the fleet; `retired` (the operator's rotation state) removes trust."""
+    """One SigningKey of the fleet; `retired` (the operator's rotation state) and `revoked` only
+    ever remove trust."""
 
     name: Name
     spec: SigningKeySpec
     retired: bool = False
+    revoked: bool = Field(default=False, description="revoked outside its spec: its keyId is on "
+                          "the fleet's RevocationList, or another SigningKey of the same public "
+                          "key is revoked")
 
 
 class ReleaseRequest(_Body):
@@ -165,94 +163,3 @@ def whole_seconds(value: datetime) -> int | None:
     if value.microsecond:
         return None
     return int(value.timestamp())
-
-
-class VerifierUnavailable(Exception):
-    """No verdict could be had from the sidecar; `status` is the HTTP status when there was one."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-Verdict = TypeVar("Verdict", ReleaseVerdict, KeyVerdict)
-
-
-class VerifierClient:
-    """Async client of the sidecar's local API.
-
-    Args:
-        target: "http://127.0.0.1:PORT", or a Unix socket as "unix:///path.sock" or "/path.sock".
-        timeout: seconds for one call, end to end; it must exceed the sidecar's own
-            totalTimeoutSeconds for downloads, or big artifacts read as VerifierUnavailable.
-    """
-
-    def __init__(self, target: str, timeout: float = 660.0) -> None:
-        socket_path = target.removeprefix("unix://") if not target.startswith("http") else None
-        self._socket = socket_path
-        self._base = "http://localhost" if socket_path else target.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> VerifierClient:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = (aiohttp.UnixConnector(path=self._socket) if self._socket
-                         else aiohttp.TCPConnector())
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
-                                                  trust_env=False)
-        return self._session
-
-    async def verify_release(self, request: ReleaseRequest) -> ReleaseVerdict:
-        """Raises: VerifierUnavailable."""
-        return await self._post("/v1/verify/release", request, ReleaseVerdict)
-
-    async def verify_key(self, request: KeyRequest) -> KeyVerdict:
-        """Raises: VerifierUnavailable."""
-        return await self._post("/v1/verify/key", request, KeyVerdict)
-
-    async def healthy(self) -> None:
-        """Raises: VerifierUnavailable unless GET /healthz answers 200 (within 10 s at most)."""
-        await self._call("GET", "/healthz", None, timeout=min(self._timeout.total or 10, 10))
-
-    async def _post(self, path: str, request: _Body, answer: type[Verdict]) -> Verdict:
-        text = await self._call("POST", path, request.to_json())
-        try:
-            return answer.model_validate_json(text)
-        except ValidationError as exc:
-            raise VerifierUnavailable(f"{path} answered with a body that is not a verdict: "
-                                      f"{exc.error_count()} errors") from None
-
-    async def _call(self, method: str, path: str, body: dict[str, object] | None,
-                    timeout: float | None = None) -> str:
-        limit = aiohttp.ClientTimeout(total=timeout) if timeout else self._timeout
-        try:
-            async with self._client().request(method, self._base + path, json=body,
-                                              timeout=limit) as response:
-                text = await response.text()
-                if response.status != 200:
-                    raise VerifierUnavailable(
-                        f"{method} {path} answered HTTP {response.status}: {text[:500]}",
-                        status=response.status)
-                return text
-        except TimeoutError:  # before OSError, of which it is a subclass
-            raise VerifierUnavailable(f"{method} {path}: no answer within "
-                                      f"{limit.total:g}s") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise VerifierUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from None
-
-
-__all__ = ["ArtifactRef", "ErrorBody", "KeyEntry", "KeyRequest", "KeyVerdict", "ReleaseRequest",
-           "ReleaseSpec", "ReleaseVerdict", "SigningKeySpec", "VerifierClient",
-           "VerifierUnavailable", "whole_seconds"]
