@@ -10,8 +10,16 @@ from flashgate.api.firmwarerelease import (
     FirmwareReleaseSpec,
     FirmwareReleaseStatus,
     ReleasePhase,
+    Republish,
+)
+from flashgate.api.revocationlist import (
+    REVOCATION_LIST_NAME,
+    RevocationList,
+    RevocationListSpec,
+    RevokedKey,
 )
 from flashgate.api.rollbackfloor import (
+    Publication,
     RollbackFloor,
     RollbackFloorSpec,
     RollbackFloorStatus,
@@ -41,6 +49,7 @@ RESOURCES: tuple[type[Resource], ...] = (
     SigningKey,
     FirmwareRelease,
     RollbackFloor,
+    RevocationList,
 )
 """The kinds of the API, in the order their CRDs are written."""
 
@@ -52,6 +61,7 @@ __all__ = [
     "MAX_SECURITY_VERSION",
     "PATTERN_MESSAGE",
     "RESOURCES",
+    "REVOCATION_LIST_NAME",
     "VERSION",
     "Algorithm",
     "Artifact",
@@ -62,9 +72,14 @@ __all__ = [
     "FirmwareReleaseSpec",
     "FirmwareReleaseStatus",
     "KeyPhase",
+    "Publication",
     "Reason",
     "ReleasePhase",
+    "Republish",
     "Resource",
+    "RevocationList",
+    "RevocationListSpec",
+    "RevokedKey",
     "RollbackFloor",
     "RollbackFloorSpec",
     "RollbackFloorStatus",

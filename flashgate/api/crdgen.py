@@ -5,7 +5,7 @@ Usage::
     python -m flashgate.api.crdgen            # write crds/*.yaml
     python -m flashgate.api.crdgen --check    # exit 1 (with a diff) when crds/ is stale
 
-The models in :mod:`flashgate.api.models` hold everything (descriptions, limits, defaults, CEL
+The models in :mod:`flashgate.api` hold everything (descriptions, limits, defaults, CEL
 rules, printer columns); this module only transforms pydantic's JSON Schema into a *structural*
 OpenAPI v3 schema, as the API server requires (apiextensions.k8s.io/v1):
 
@@ -13,7 +13,8 @@ OpenAPI v3 schema, as the API server requires (apiextensions.k8s.io/v1):
   field's description is followed by the enumeration's list of documented values;
 - ``Optional[X]`` (``anyOf`` with ``null``) becomes a plain optional property ``X``;
 - ``title`` is dropped, and so are ``default: null`` and ``additionalProperties: false``
-  (unknown fields are pruned by the API server anyway);
+  (unknown fields are pruned by the API server anyway); a ``dict[str, X]`` field becomes a map
+  (``additionalProperties: X``);
 - a ``pattern`` that the model gives a message (``x-flashgate-pattern-message``) becomes the CEL
   rule ``self.matches(pattern)`` with that message, so the API server explains a malformed value
   in words instead of quoting the regular expression;
@@ -58,8 +59,10 @@ _KEY_ORDER = (
     "maximum",
     "minItems",
     "maxItems",
+    "maxProperties",
     "items",
     "properties",
+    "additionalProperties",
     "required",
     "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys",
@@ -162,6 +165,9 @@ def structural(node: Schema, defs: Schema, path: str = "") -> Schema:
         }
     if "items" in node:
         node["items"] = structural(node["items"], defs, f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):  # a map: its values' schema
+        node["additionalProperties"] = structural(node["additionalProperties"], defs,
+                                                  f"{path}{{}}")
     unknown = set(node) - set(_KEY_ORDER)
     if unknown:
         raise SchemaError(f"{path or '<root>'}: keywords not supported here: {sorted(unknown)}")
@@ -237,7 +243,7 @@ def crd(model: type[Resource]) -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {"status": {}} if "status" in model.model_fields else {},
                     "additionalPrinterColumns": columns,
                     "schema": {"openAPIV3Schema": openapi_schema(model)},
                 }

@@ -143,6 +143,20 @@ class Artifact(_Model):
     )
 
 
+class Republish(_Model):
+    """An intent to publish a signed manifest that was published before in this fleet."""
+
+    reason: str = Field(
+        min_length=1,
+        max_length=1024,
+        description=(
+            "Why, for the audit trail: e.g. 'promote 4.2.0 from beta to stable' or 'roll back "
+            "to 4.1.3 (same security epoch) for the crash in 4.2.0'. Required; 1 to 1024 "
+            "characters."
+        ),
+    )
+
+
 class FirmwareReleaseSpec(_Model):
     """A firmware release as signed: what it is, where it goes, and the signatures over it."""
 
@@ -228,6 +242,19 @@ class FirmwareReleaseSpec(_Model):
             "the gate rejects it (ThresholdNotMet), so the attempt is recorded and alerted on."
         ),
         json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+    republish: Republish | None = Field(
+        default=None,
+        description=(
+            "The explicit intent to publish a signed manifest again: a manifest is published at "
+            "most once per fleet on a create alone, so re-applying a published release under "
+            "another name, to another channel or with another url is Rejected (ReplayRejected) "
+            "unless this is set. Set it to promote a build from one channel to another, or to "
+            "roll a channel back to an older build of the same security epoch. Only members of "
+            "the release-managers group may create a FirmwareRelease with it (an admission "
+            "policy refuses everyone else). Optional."
+        ),
     )
 
     @field_validator("signatures")

@@ -10,13 +10,17 @@ from flashgate.api.schema import (
     API_VERSION,
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
+    MAX_DOCUMENT_CHARS,
     MAX_SECURITY_VERSION,
+    MAX_SIGNATURES,
+    SHA256_HEX_PATTERN,
     CRDNames,
     PrinterColumn,
     Resource,
     Timestamp,
     _cel,
     _immutable,
+    _KeyIdHex,
     _Model,
     _StatusModel,
 )
@@ -72,8 +76,62 @@ class RollbackFloorSpec(_Model):
     )
 
 
+MAX_PUBLICATIONS = 256
+"""How many publications a floor's ledger keeps: the newest ones, and always every channel's
+current entry (see RollbackFloorStatus.publications)."""
+
+
+class Publication(_StatusModel):
+    """One publication of a release to a channel, as the operator recorded it."""
+
+    sequence: int = Field(
+        ge=1, description="Its place in this floor's publications: 1, 2, 3, ... never reused."
+    )
+    release: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description="The FirmwareRelease's name.",
+    )
+    uid: str = Field(
+        min_length=1, max_length=64, description="The FirmwareRelease's metadata.uid."
+    )
+    channel: str = Field(
+        min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN, description="The channel."
+    )
+    manifest_sha256: str = Field(
+        min_length=64,
+        max_length=64,
+        pattern=SHA256_HEX_PATTERN,
+        description=(
+            "SHA-256 of the signed release manifest (its deterministic CBOR), 64 lowercase hex: "
+            "what a replay of the same signed build under another name is recognised by."
+        ),
+    )
+    security_version: int = Field(ge=0, le=MAX_SECURITY_VERSION, description="As signed.")
+    key_ids: list[_KeyIdHex] = Field(
+        default_factory=list,
+        max_length=MAX_SIGNATURES,
+        description="The keyIds whose signatures verified and counted.",
+    )
+    published_at: Timestamp = Field(description="When it was published (RFC 3339).")
+    withdrawn_at: Timestamp | None = Field(
+        default=None,
+        description="When it was withdrawn because a key that signed it was revoked.",
+    )
+    document: str | None = Field(
+        default=None,
+        max_length=MAX_DOCUMENT_CHARS,
+        description=(
+            "The job document exactly as published, while this is its channel's current entry "
+            "(dropped when a later publication replaces it). The operator restores the channel "
+            "ConfigMap from it when the ConfigMap drifts."
+        ),
+    )
+
+
 class RollbackFloorStatus(_StatusModel):
-    """Who raised the floor last, written by the operator only."""
+    """Who raised the floor last, and the ledger of publications, written by the operator only."""
 
     last_raised_by: str | None = Field(
         default=None,
@@ -89,6 +147,20 @@ class RollbackFloorStatus(_StatusModel):
         default=None, description="When the floor was last raised (RFC 3339)."
     )
     observed_generation: int | None = Field(default=None, ge=0, description=_OBSERVED_GENERATION)
+    sequence: int | None = Field(
+        default=None, ge=1, description="The sequence number of the latest publication."
+    )
+    publications: list[Publication] | None = Field(
+        default=None,
+        max_length=MAX_PUBLICATIONS + 64,
+        description=(
+            "The ledger of publications of this product and tier, oldest first: the newest "
+            f"{MAX_PUBLICATIONS}, and every channel's current entry. The operator reads it to "
+            "publish a signed manifest at most once per fleet without an explicit intent, to "
+            "resume a publication cut short by a restart, to know which release each channel "
+            "must hold, and to withdraw what a revoked key signed."
+        ),
+    )
 
 
 class RollbackFloor(Resource):

@@ -42,6 +42,8 @@ CATEGORY = "flashgate"
 # Limits shared by several fields: the wire format's own (trust) and the API's.
 MAX_ENVELOPE_BASE64 = 4 * ((MAX_ENVELOPE_BYTES + 2) // 3)
 """Length of the padded base64 of a :data:`MAX_ENVELOPE_BYTES` envelope (21848 characters)."""
+MAX_DOCUMENT_CHARS = 64 * 1024
+"""Largest job document kept in a ledger: 16 envelopes of ~300 bytes fit many times over."""
 MAX_SECURITY_VERSION = 2**32 - 1
 """Largest securityVersion: it must fit a device's 32-bit secure counter."""
 DEFAULT_CHANNEL = "stable"
@@ -272,6 +274,7 @@ __all__ = [
     "DNS_LABEL_PATTERN",
     "DNS_SUBDOMAIN_PATTERN",
     "GROUP",
+    "MAX_DOCUMENT_CHARS",
     "MAX_ENVELOPE_BASE64",
     "MAX_ENVELOPE_BYTES",
     "MAX_SECURITY_VERSION",

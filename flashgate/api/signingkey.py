@@ -62,6 +62,14 @@ class SigningKeySpec(_Model):
                 "message": "notAfter must be later than notBefore",
             },
             {
+                # A time the schema takes but code cannot (year 0) must stop here: one such key
+                # used to fail every release of its fleet.
+                "rule": "self.notBefore >= timestamp('1970-01-01T00:00:00Z') && "
+                "self.notAfter <= timestamp('9999-12-31T23:59:59Z')",
+                "message": "notBefore and notAfter must lie between 1970-01-01T00:00:00Z and "
+                "9999-12-31T23:59:59Z (the times an endorsement can carry)",
+            },
+            {
                 "rule": "!has(self.activateAt) || "
                 "(self.activateAt >= self.notBefore && self.activateAt < self.notAfter)",
                 "message": "activateAt must lie inside the validity: notBefore <= activateAt "

@@ -6,12 +6,12 @@ Parsing an envelope here is not verification: no signature is checked and nothin
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from flashgate.trust import TrustError
-from flashgate.trust.cose import CT_RELEASE, decode_b64, parse_sign1
-from flashgate.trust.keys import key_id, spki_from_pem
+from flashgate.trust import Algorithm, TrustError
+from flashgate.trust.cose import CT_KEY, CT_RELEASE, decode_b64, parse_sign1
+from flashgate.trust.keys import key_id, load_spki, spki_from_pem
 
 NamedSpec = tuple[str, Mapping[str, Any]]
 
@@ -28,8 +28,11 @@ def _key_ids(keys: Iterable[NamedSpec]) -> dict[str, NamedSpec]:
 
 def release_problems(*, fleet: str, spec: Mapping[str, Any],
                      keys: Iterable[NamedSpec],
-                     floor: int | None) -> list[str]:
-    """Reasons to refuse this FirmwareRelease now; empty when admission has no objection."""
+                     floor: int | None, revoked: Collection[str] = ()) -> list[str]:
+    """Reasons to refuse this FirmwareRelease now; empty when admission has no objection.
+
+    `revoked` holds the fleet's revoked keyIds (its RevocationList, and every SigningKey that
+    says revoked): a key revoked under one name is revoked under every name."""
     problems: list[str] = []
     tier = spec.get("tier")
     by_id = _key_ids(keys)
@@ -54,9 +57,9 @@ def release_problems(*, fleet: str, spec: Mapping[str, Any],
             problems.append(f"{where} is signed by SigningKey {name} of tier "
                             f"{key_spec.get('tier')}; a {tier} release needs a {tier} key "
                             "(KeyNotTrustedForTier)")
-        elif key_spec.get("revoked"):
-            problems.append(f"{where} is signed by SigningKey {name}, which is revoked "
-                            "(KeyRevoked)")
+        elif key_spec.get("revoked") or kid in revoked:
+            problems.append(f"{where} is signed by SigningKey {name}, whose key {kid[:16]}… is "
+                            f"revoked in fleet {fleet} (KeyRevoked)")
     security_version = spec.get("securityVersion")
     if floor is not None and isinstance(security_version, int) and security_version < floor:
         problems.append(f"securityVersion {security_version} is below the rollback floor {floor} "
@@ -64,14 +67,19 @@ def release_problems(*, fleet: str, spec: Mapping[str, Any],
     return problems
 
 
+def key_warnings(spec: Mapping[str, Any], revoked: Collection[str]) -> list[str]:
+    """What to tell whoever applies this SigningKey without refusing it."""
+    kid = key_id_of(spec)
+    if kid is not None and kid in revoked and not spec.get("revoked"):
+        return [f"key {kid} is on this fleet's RevocationList: this SigningKey will be Revoked, "
+                "whatever spec.revoked says, and nothing it signs will be published"]
+    return []
+
+
 def key_problems(spec: Mapping[str, Any]) -> list[str]:
     """Reasons to refuse a SigningKey: a public key that does not parse or is of another
     algorithm, an endorsement that is not an envelope. (Whether the root endorsed it is the
     sidecar's to say.)"""
-    from flashgate.trust import Algorithm
-    from flashgate.trust.cose import CT_KEY
-    from flashgate.trust.keys import load_spki
-
     problems: list[str] = []
     try:
         load_spki(spki_from_pem(spec.get("publicKey", "")), Algorithm(str(spec.get("algorithm"))))

@@ -1,23 +1,24 @@
 """Prometheus metrics of the operator, in a registry of their own (no global state).
 
-Counters are incremented where things happen; the gauges of releases and keys by phase are read
-from the operator's in-memory indices at scrape time, so they are right after a restart too.
+Counters are incremented where things happen (and an announcement's counter only by the process
+that posted its event, so a restart neither loses nor repeats a count); gauges are read from the
+operator's view of its fleets at scrape time, so they are right after a restart too. Label values
+are bounded: fleets (namespaces), tiers, phases and reasons; never names, URLs or free text.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-# (namespace, phase) -> number of objects; built by the caller from a Kopf index at scrape time.
-PhaseCounts = Callable[[], Mapping[tuple[str, ...], int]]
+Counts = Callable[[], Mapping[tuple[str, ...], int]]
 
 
-class _PhaseGauge(Collector):
-    def __init__(self, name: str, doc: str, labels: list[str], counts: PhaseCounts) -> None:
+class _Gauge(Collector):
+    def __init__(self, name: str, doc: str, labels: list[str], counts: Counts) -> None:
         self.name, self.doc, self.labels, self.counts = name, doc, labels, counts
 
     def collect(self) -> Iterator[Metric]:
@@ -51,18 +52,29 @@ class Metrics:
             "Time the verifier sidecar took for a release, download included.",
             ["tier"], registry=self.registry,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+        self.channel_writes = Counter(
+            "flashgate_channel_writes_total",
+            "Job documents written into channel ConfigMaps, by fleet.",
+            ["namespace"], registry=self.registry)
+        self.channel_repairs = Counter(
+            "flashgate_channel_repairs_total",
+            "Channel ConfigMaps found different from the publication ledger and restored.",
+            ["namespace"], registry=self.registry)
+        self.floor_rebuilds = Counter(
+            "flashgate_floor_rebuilds_total",
+            "RollbackFloors found missing and rebuilt from what was published.",
+            ["namespace", "tier"], registry=self.registry)
 
-    def watch_phases(self, releases: PhaseCounts, keys: PhaseCounts) -> None:
-        self.registry.register(_PhaseGauge(
+    def watch(self, releases: Counts, keys: Counts) -> None:
+        """Gauges read at scrape time: releases by (namespace, phase), keys by (namespace, tier,
+        phase)."""
+        self.registry.register(_Gauge(
             "flashgate_releases", "FirmwareReleases by fleet (namespace) and phase.",
             ["namespace", "phase"], releases))
-        self.registry.register(_PhaseGauge(
+        self.registry.register(_Gauge(
             "flashgate_signing_keys", "SigningKeys by fleet (namespace), tier and phase.",
             ["namespace", "tier", "phase"], keys))
 
 
-def count_by(entries: Iterable[tuple[tuple[str, ...], Any]]) -> dict[tuple[str, ...], int]:
-    counts: dict[tuple[str, ...], int] = {}
-    for labels, _ in entries:
-        counts[labels] = counts.get(labels, 0) + 1
-    return counts
+def count(labels: Iterator[tuple[str, ...]]) -> dict[tuple[str, ...], int]:
+    return dict(Tally(labels))

@@ -1,182 +1,325 @@
-"""The operator's writes to the cluster that matter for safety: rollback floors and channels.
+"""Everything the operator reads from and writes to the cluster, behind one interface.
 
-Both are read-modify-write with optimistic concurrency (the object's resourceVersion): a second
-operator replica, or a restart in the middle of a publish, either sees the other's write and
-agrees with it, or gets a 409 Conflict and reads again. Publishing is idempotent (the same release
-is never written twice), and the floor only moves up (RollbackFloor's CEL rule `self >= oldSelf`
-enforces that in the API server too). The Kubernetes client is synchronous: callers run these
-methods in a worker thread.
+`Store` is what the reconcilers need; `KubeStore` implements it on the API server and the tests'
+`MemoryStore` (tests/operator/fakes.py) in memory, so the gate's logic runs in milliseconds there
+and the e2e suite checks the wiring.
+
+Writes that matter for safety are read-modify-write with optimistic concurrency: `update_*` takes
+a pure function from the current object to the new one, writes with the resourceVersion it read,
+and on 409 Conflict reads again and calls the function again. So a second operator replica, or a
+restart in the middle of a publication, either sees the other's write and agrees with it, or
+loses the race and retries. Reads used for a decision after a write are fresh GETs (linearizable),
+never a watch cache.
 """
 from __future__ import annotations
 
-import json
+import hashlib
+import os
+import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+from flashgate.api import (
+    GROUP,
+    REVOCATION_LIST_NAME,
+    VERSION,
+    RevocationList,
+    RollbackFloor,
+    rollback_floor_name,
+)
+from flashgate.operator.kube import JSON, ApiError, Kube, Resource
+from flashgate.operator.ledger import MANAGED_BY, channel_name
 
-from flashgate.api import rollback_floor_name
-from flashgate.operator.status import channel_name, rfc3339, same_release
+R = TypeVar("R")
 
-GROUP, VERSION = "ota.flashgate.dev", "v1alpha1"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "flashgate"}
-_CONFLICT_RETRIES = 8
+FIRMWARE_RELEASES = Resource(GROUP, VERSION, "firmwarereleases", "FirmwareRelease")
+SIGNING_KEYS = Resource(GROUP, VERSION, "signingkeys", "SigningKey")
+ROLLBACK_FLOORS = Resource(GROUP, VERSION, "rollbackfloors", "RollbackFloor")
+REVOCATION_LISTS = Resource(GROUP, VERSION, "revocationlists", "RevocationList")
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+EVENTS = Resource("", "v1", "events", "Event")
+VALIDATING_WEBHOOKS = Resource("admissionregistration.k8s.io", "v1",
+                               "validatingwebhookconfigurations",
+                               "ValidatingWebhookConfiguration")
 
+CHANNEL_LABELS = {"ota.flashgate.dev/kind": "channel"}
+CHANNEL_SELECTOR = "ota.flashgate.dev/kind=channel"
+COMPONENT = "flashgate-operator"
+_CONFLICT_RETRIES = 16
 
-def _dict(obj: object) -> dict[str, Any]:
-    """The custom-objects API returns plain JSON dicts, typed as `object` by the client."""
-    assert isinstance(obj, dict)
-    return obj
-
-
-def _won(write: Callable[..., object], *args: object) -> bool:
-    """Run a create or replace; False when it lost a race (409: the object was created or changed
-    since it was read), so the caller reads again and retries."""
-    try:
-        write(*args)
-    except ApiException as error:
-        if error.status == 409:
-            return False
-        raise
-    return True
-
-
-class FloorMoved(Exception):
-    """The floor rose above this release between verification and publishing."""
-
-    def __init__(self, floor: int) -> None:
-        super().__init__(f"the rollback floor is now {floor}")
-        self.floor = floor
-
-
-@dataclass(frozen=True)
-class Published:
-    where: str
-    published_at: str
-    already: bool  # the channel held this very release already (a resumed publish)
+FloorUpdate = Callable[[RollbackFloor | None], tuple[RollbackFloor | None, R]]
+"""From the floor as read (None: there is none) to the floor to write (None: write nothing) and
+what the caller wants back."""
+ChannelUpdate = Callable[[Mapping[str, str]], Mapping[str, str] | None]
+"""From a channel ConfigMap's data (empty: there is none) to its new data (None: unchanged)."""
+RevocationUpdate = Callable[[RevocationList | None], RevocationList | None]
 
 
-class FleetStore:
-    """Rollback floors and channel ConfigMaps of fleets (namespaces)."""
+class TooManyWriters(Exception):
+    """An object changed under every one of our attempts to write it."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
-        self.core = client.CoreV1Api(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
 
-    # ---- rollback floors ------------------------------------------------------------------
+class Store(Protocol):
+    """What the reconcilers read and write (see the module docstring)."""
 
-    def get_floor(self, fleet: str, product: str, tier: str) -> int | None:
+    async def get_release(self, fleet: str, name: str) -> JSON | None: ...
+
+    async def patch_status(self, resource: Resource, fleet: str, name: str, status: JSON,
+                           resource_version: str | None = None) -> JSON | None:
+        """Merge `status` into the object's status; with `resource_version`, only if the object
+        still has it (None back on a conflict or when the object is gone)."""
+        ...
+
+    async def get_floor(self, fleet: str, product: str, tier: str) -> RollbackFloor | None: ...
+
+    async def update_floor(self, fleet: str, product: str, tier: str,
+                           update: FloorUpdate[R]) -> R: ...
+
+    async def list_floors(self, fleet: str) -> list[RollbackFloor]: ...
+
+    async def update_channel(self, fleet: str, product: str, channel: str,
+                             update: ChannelUpdate) -> bool:
+        """True when the ConfigMap was written."""
+        ...
+
+    async def list_channels(self, fleet: str) -> list[JSON]: ...
+
+    def wrote(self, fleet: str, name: str, data: Mapping[str, str]) -> bool:
+        """Whether `data` is what this store itself last wrote to that ConfigMap (a watch event
+        of our own write is not drift)."""
+        ...
+
+    async def get_revocations(self, fleet: str) -> RevocationList | None: ...
+
+    async def update_revocations(self, fleet: str, update: RevocationUpdate) -> None: ...
+
+    async def announce(self, obj: JSON, what: str, type_: str, reason: str,
+                       message: str) -> bool:
+        """Post the one event that says `what` happened to `obj` (e.g. "published"): False when
+        it was already posted, by this process before a restart or by another replica."""
+        ...
+
+    async def event(self, obj: JSON, type_: str, reason: str, message: str) -> None: ...
+
+
+def _floor_json(floor: RollbackFloor) -> JSON:
+    return floor.to_k8s()
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class KubeStore:
+    """`Store` on the API server."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.instance = os.environ.get("POD_NAME") or socket.gethostname()
+        self._written: dict[tuple[str, str], str] = {}
+
+    # ---- releases and keys ----------------------------------------------------------------
+
+    async def get_release(self, fleet: str, name: str) -> JSON | None:
         try:
-            obj = _dict(self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, fleet, "rollbackfloors", rollback_floor_name(product, tier)))
-        except ApiException as error:
-            if error.status == 404:
+            return await self.kube.get(FIRMWARE_RELEASES, fleet, name)
+        except ApiError as error:
+            if error.not_found:
                 return None
             raise
-        return int(obj["spec"]["securityVersion"])
 
-    def raise_floor(self, fleet: str, product: str, tier: str, security_version: int,
-                    release: str, now: float) -> int:
-        """Make the floor at least `security_version`; return it. Raises FloorMoved when the
-        floor is already above it (another release won the race)."""
+    async def patch_status(self, resource: Resource, fleet: str, name: str, status: JSON,
+                           resource_version: str | None = None) -> JSON | None:
+        patch: JSON = {"status": status}
+        if resource_version is not None:
+            patch["metadata"] = {"resourceVersion": resource_version}
+        try:
+            return await self.kube.patch(resource, fleet, name, patch, subresource="status")
+        except ApiError as error:
+            if error.conflict or error.not_found:
+                return None
+            raise
+
+    # ---- rollback floors and their ledgers ------------------------------------------------
+
+    async def _read_floor(self, fleet: str, name: str) -> JSON | None:
+        try:
+            return await self.kube.get(ROLLBACK_FLOORS, fleet, name)
+        except ApiError as error:
+            if error.not_found:
+                return None
+            raise
+
+    async def get_floor(self, fleet: str, product: str, tier: str) -> RollbackFloor | None:
+        raw = await self._read_floor(fleet, rollback_floor_name(product, tier))
+        return RollbackFloor.model_validate(raw) if raw is not None else None
+
+    async def update_floor(self, fleet: str, product: str, tier: str,
+                           update: FloorUpdate[R]) -> R:
         name = rollback_floor_name(product, tier)
         for _ in range(_CONFLICT_RETRIES):
-            try:
-                obj = _dict(self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, fleet, "rollbackfloors", name))
-            except ApiException as error:
-                if error.status != 404:
-                    raise
-                body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RollbackFloor",
-                        "metadata": {"name": name, "namespace": fleet, "labels": MANAGED_BY},
-                        "spec": {"product": product, "tier": tier,
-                                 "securityVersion": security_version}}
-                if not _won(self.custom.create_namespaced_custom_object,
-                            GROUP, VERSION, fleet, "rollbackfloors", body):
-                    continue
-                self._record_raise(fleet, name, release, now)
-                return security_version
-            current = int(obj["spec"]["securityVersion"])
-            if current > security_version:
-                raise FloorMoved(current)
-            if current == security_version:
-                return current
-            obj["spec"]["securityVersion"] = security_version
-            # replace carries metadata.resourceVersion: a concurrent write makes it a 409
-            if not _won(self.custom.replace_namespaced_custom_object,
-                        GROUP, VERSION, fleet, "rollbackfloors", name, obj):
-                continue
-            self._record_raise(fleet, name, release, now)
-            return security_version
-        raise RuntimeError(f"rollback floor {fleet}/{name}: too many concurrent writers")
+            raw = await self._read_floor(fleet, name)
+            current = RollbackFloor.model_validate(raw) if raw is not None else None
+            new, result = update(current)
+            if new is None:
+                return result
+            if await self._write_floor(fleet, name, raw, new):
+                return result
+        raise TooManyWriters(f"RollbackFloor {fleet}/{name}: too many concurrent writers")
 
-    def _record_raise(self, fleet: str, name: str, release: str, now: float) -> None:
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, fleet, "rollbackfloors", name,
-            {"status": {"lastRaisedBy": release, "lastRaisedAt": rfc3339(now)}})
-
-    # ---- channels -------------------------------------------------------------------------
-
-    def publish(self, fleet: str, name: str, spec: Mapping[str, Any],
-                document: dict[str, Any]) -> Published:
-        """Write the job document into the (product, channel) ConfigMap under `<tier>.json`,
-        unless that key already holds this very release."""
-        product, channel, tier = spec["product"], spec.get("channel") or "stable", spec["tier"]
-        cm_name, key = channel_name(product, channel), f"{tier}.json"
-        where = f"ConfigMap {fleet}/{cm_name} key {key}"
-        for _ in range(_CONFLICT_RETRIES):
-            try:
-                cm = self.core.read_namespaced_config_map(cm_name, fleet)
-            except ApiException as error:
-                if error.status != 404:
-                    raise
-                body = client.V1ConfigMap(
-                    metadata=client.V1ObjectMeta(name=cm_name, namespace=fleet, labels={
-                        **MANAGED_BY, "ota.flashgate.dev/kind": "channel",
-                        "ota.flashgate.dev/product": product,
-                        "ota.flashgate.dev/channel": channel}),
-                    data={key: json.dumps(document, indent=2, sort_keys=True)})
-                if not _won(self.core.create_namespaced_config_map, fleet, body):
-                    continue
-                return Published(where, document["publishedAt"], already=False)
-            existing = json.loads((cm.data or {}).get(key) or "{}")
-            if same_release(existing, name, spec):
-                return Published(where, existing.get("publishedAt", document["publishedAt"]),
-                                 already=True)
-            cm.data = {**(cm.data or {}), key: json.dumps(document, indent=2, sort_keys=True)}
-            if not _won(self.core.replace_namespaced_config_map, cm_name, fleet, cm):
-                continue
-            return Published(where, document["publishedAt"], already=False)
-        raise RuntimeError(f"channel {fleet}/{cm_name}: too many concurrent writers")
-
-    def withdraw(self, fleet: str, name: str, spec: Mapping[str, Any]) -> bool:
-        """Remove this release's job document from its channel, if it is still the one there."""
-        cm_name = channel_name(spec["product"], spec.get("channel") or "stable")
-        key = f"{spec['tier']}.json"
-        for _ in range(_CONFLICT_RETRIES):
-            try:
-                cm = self.core.read_namespaced_config_map(cm_name, fleet)
-            except ApiException as error:
-                if error.status == 404:
-                    return False
-                raise
-            existing = json.loads((cm.data or {}).get(key) or "{}")
-            if not same_release(existing, name, spec):
+    async def _write_floor(self, fleet: str, name: str, raw: JSON | None,
+                           new: RollbackFloor) -> bool:
+        """Spec, then status (two subresources); False when either lost a race."""
+        body = _floor_json(new)
+        status = body.pop("status", None)
+        try:
+            if raw is None:
+                written = await self.kube.create(ROLLBACK_FLOORS, fleet, body)
+            elif body["spec"] != raw.get("spec"):
+                body["metadata"] = {**raw["metadata"], **body.get("metadata", {}),
+                                    "resourceVersion": raw["metadata"]["resourceVersion"]}
+                written = await self.kube.replace(ROLLBACK_FLOORS, fleet, name, body)
+            else:
+                written = raw
+            if status is not None and status != (raw or {}).get("status"):
+                await self.kube.replace(ROLLBACK_FLOORS, fleet, name, {
+                    "apiVersion": f"{GROUP}/{VERSION}", "kind": "RollbackFloor",
+                    "metadata": {"name": name, "namespace": fleet,
+                                 "resourceVersion": written["metadata"]["resourceVersion"]},
+                    "status": status}, subresource="status")
+        except ApiError as error:
+            if error.conflict:
                 return False
-            cm.data = {k: v for k, v in (cm.data or {}).items() if k != key}
-            if not _won(self.core.replace_namespaced_config_map, cm_name, fleet, cm):
-                continue
+            raise
+        return True
+
+    async def list_floors(self, fleet: str) -> list[RollbackFloor]:
+        floors: list[RollbackFloor] = []
+        async for page in self.kube.list_pages(ROLLBACK_FLOORS, fleet):
+            floors.extend(RollbackFloor.model_validate(item) for item in page.get("items") or ())
+        return floors
+
+    # ---- channels ---------------------------------------------------------------------------
+
+    async def update_channel(self, fleet: str, product: str, channel: str,
+                             update: ChannelUpdate) -> bool:
+        name = channel_name(product, channel)
+        labels = {**MANAGED_BY, **CHANNEL_LABELS, "ota.flashgate.dev/product": product,
+                  "ota.flashgate.dev/channel": channel}
+        for _ in range(_CONFLICT_RETRIES):
+            try:
+                cm: JSON | None = await self.kube.get(CONFIGMAPS, fleet, name)
+            except ApiError as error:
+                if not error.not_found:
+                    raise
+                cm = None
+            data = dict((cm or {}).get("data") or {})
+            new = update(data)
+            metadata = dict((cm or {}).get("metadata") or {})
+            relabel = any(metadata.get("labels", {}).get(k) != v for k, v in labels.items())
+            if new is None and not relabel:
+                return False
+            body: JSON = {"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {**metadata, "name": name, "namespace": fleet,
+                                       "labels": {**metadata.get("labels", {}), **labels}},
+                          "data": dict(new if new is not None else data)}
+            try:
+                if cm is None:
+                    await self.kube.create(CONFIGMAPS, fleet, body)
+                else:  # carries metadata.resourceVersion: a concurrent write makes it a 409
+                    await self.kube.replace(CONFIGMAPS, fleet, name, body)
+            except ApiError as error:
+                if error.conflict:
+                    continue
+                raise
+            self._written[(fleet, name)] = data_digest(body["data"])
             return True
-        raise RuntimeError(f"channel {fleet}/{cm_name}: too many concurrent writers")
+        raise TooManyWriters(f"ConfigMap {fleet}/{name}: too many concurrent writers")
 
-    # ---- status ---------------------------------------------------------------------------
+    def wrote(self, fleet: str, name: str, data: Mapping[str, str]) -> bool:
+        return self._written.get((fleet, name)) == data_digest(data)
 
-    def patch_status(self, plural: str, fleet: str, name: str, status: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, fleet, plural, name, {"status": status})
+    async def list_channels(self, fleet: str) -> list[JSON]:
+        found: list[JSON] = []
+        async for page in self.kube.list_pages(CONFIGMAPS, fleet, label_selector=CHANNEL_SELECTOR):
+            found.extend(page.get("items") or ())
+        return found
 
-    def list_objects(self, plural: str, fleet: str) -> list[dict[str, Any]]:
-        result = _dict(self.custom.list_namespaced_custom_object(GROUP, VERSION, fleet, plural))
-        return list(result.get("items", []))
+    # ---- revocations ------------------------------------------------------------------------
+
+    async def get_revocations(self, fleet: str) -> RevocationList | None:
+        try:
+            raw = await self.kube.get(REVOCATION_LISTS, fleet, REVOCATION_LIST_NAME)
+        except ApiError as error:
+            if error.not_found:
+                return None
+            raise
+        return RevocationList.model_validate(raw)
+
+    async def update_revocations(self, fleet: str, update: RevocationUpdate) -> None:
+        for _ in range(_CONFLICT_RETRIES):
+            current = await self.get_revocations(fleet)
+            new = update(current)
+            if new is None:
+                return
+            body = new.to_k8s()
+            body["metadata"] = {**(current.metadata if current else {}),
+                                "name": REVOCATION_LIST_NAME, "namespace": fleet,
+                                "labels": dict(MANAGED_BY)}
+            try:
+                if current is None:
+                    await self.kube.create(REVOCATION_LISTS, fleet, body)
+                else:
+                    await self.kube.replace(REVOCATION_LISTS, fleet, REVOCATION_LIST_NAME, body)
+            except ApiError as error:
+                if error.conflict:
+                    continue
+                raise
+            return
+        raise TooManyWriters(f"RevocationList {fleet}: too many concurrent writers")
+
+    # ---- events -----------------------------------------------------------------------------
+
+    def _event(self, obj: JSON, type_: str, reason: str, message: str) -> JSON:
+        metadata = obj.get("metadata") or {}
+        now = _now()
+        return {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"namespace": metadata.get("namespace")},
+            "involvedObject": {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+                               "name": metadata.get("name"),
+                               "namespace": metadata.get("namespace"),
+                               "uid": metadata.get("uid")},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT, "reportingInstance": self.instance[:128],
+        }
+
+    async def announce(self, obj: JSON, what: str, type_: str, reason: str,
+                       message: str) -> bool:
+        body = self._event(obj, type_, reason, message)
+        # A name derived from the object and what happened makes the event its own proof of
+        # having been posted: a second attempt (a restart, another replica) is a 409.
+        body["metadata"]["name"] = f"flashgate.{obj['metadata']['uid']}.{what}"
+        try:
+            await self.kube.create(EVENTS, body["metadata"]["namespace"], body)
+        except ApiError as error:
+            if error.conflict:
+                return False
+            raise
+        return True
+
+    async def event(self, obj: JSON, type_: str, reason: str, message: str) -> None:
+        body = self._event(obj, type_, reason, message)
+        body["metadata"]["generateName"] = f"{obj['metadata'].get('name', 'flashgate')}."
+        await self.kube.create(EVENTS, body["metadata"]["namespace"], body)
+
+
+def data_digest(data: Mapping[str, str]) -> str:
+    """A digest of a ConfigMap's data, to recognise it."""
+    digest = hashlib.sha256()
+    for key in sorted(data):
+        digest.update(key.encode() + b"\0" + str(data[key]).encode() + b"\0")
+    return digest.hexdigest()

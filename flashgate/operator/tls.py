@@ -2,8 +2,8 @@
 
 The API server only calls admission webhooks over https with a CA it is given (caBundle). In a
 cluster that material comes from cert-manager or the Helm chart; for local runs, the demo and the
-tests, the operator makes its own with this module (Kopf's `kopf[dev]` extra would, but its
-oscrypto dependency fails to load with OpenSSL 3).
+tests, the operator makes its own with this module (with `cryptography`: oscrypto, which some
+libraries' self-signed helpers use, fails to load with OpenSSL 3).
 """
 from __future__ import annotations
 

@@ -128,6 +128,12 @@ class Reason(DocEnum):
         "RollbackRejected",
         "securityVersion is below the rollback floor of this product and tier.",
     )
+    ReplayRejected = (
+        "ReplayRejected",
+        "this signed manifest was already published in the fleet (under this or another name, "
+        "to this or another channel, from this or another URL). Publishing it again needs an "
+        "explicit intent (spec.republish), which only release managers may set.",
+    )
     VerifierUnavailable = (
         "VerifierUnavailable",
         "the verifier sidecar did not answer: no verdict yet. Not terminal: the operator "

@@ -58,7 +58,6 @@ class GateSystem:
     sidecar_port: int = field(default_factory=controlplane.free_port)
     metrics_port: int = field(default_factory=controlplane.free_port)
     webhook_port: int = field(default_factory=controlplane.free_port)
-    liveness_port: int = field(default_factory=controlplane.free_port)
     webhook_config: str = field(default_factory=lambda: f"e2e-{uuid.uuid4().hex[:6]}.ota.flashgate.dev")
     sidecar: subprocess.Popen[bytes] | None = None
     operator: subprocess.Popen[bytes] | None = None
@@ -82,9 +81,15 @@ class GateSystem:
         }))
         return path
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, args: list[str],
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
-        env = {**os.environ, "KUBECONFIG": str(self.kube.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        # The operator runs as its own ServiceAccount (deploy/rbac.yaml), never as the admin:
+        # the admission policies and RBAC are tested with the identity they are written for.
+        kubeconfig = self.kube.token_kubeconfig("flashgate-system", "flashgate-operator",
+                                                self.workdir / "operator.kubeconfig")
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1",
+               **(env or {})}
         return subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
                                 env=env, preexec_fn=controlplane._set_parent_death_signal)
 
@@ -96,18 +101,24 @@ class GateSystem:
         _wait_http(f"http://127.0.0.1:{self.sidecar_port}/healthz", 20, self.sidecar,
                    self.workdir / "sidecar.log")
 
-    def start_operator(self, register_webhook: bool = True) -> None:
+    def start_operator(self, register_webhook: bool = True, *, namespaces: Sequence[str] = (),
+                       failpoints: Sequence[str] = (), wait_ready: bool = True) -> None:
+        scope = [a for n in namespaces for a in ("-n", n)] or ["--all-namespaces"]
+        env = {"FLASHGATE_FAILPOINTS": ",".join(failpoints)} if failpoints else {}
         self.operator = self._spawn("operator", [
-            "flashgate.operator", "--all-namespaces",
+            "flashgate.operator", *scope,
             "--verifier-url", f"http://127.0.0.1:{self.sidecar_port}",
             "--retry-max-delay", "2",
             "--metrics-addr", "127.0.0.1", "--metrics-port", str(self.metrics_port),
             "--webhook-addr", "127.0.0.1", "--webhook-host", "127.0.0.1",
             "--webhook-port", str(self.webhook_port),
-            *(["--webhook-config-name", self.webhook_config] if register_webhook else []),
-            "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"])
-        _wait_http(f"http://127.0.0.1:{self.liveness_port}/healthz", 30, self.operator,
+            *(["--webhook-config-name", self.webhook_config] if register_webhook else [])],
+            env=env)
+        _wait_http(f"http://127.0.0.1:{self.metrics_port}/healthz", 30, self.operator,
                    self.workdir / "operator.log")
+        if wait_ready:
+            _wait_http(f"http://127.0.0.1:{self.metrics_port}/readyz", 60, self.operator,
+                       self.workdir / "operator.log")
         if not register_webhook:
             return
         deadline = time.monotonic() + 20
@@ -138,7 +149,7 @@ class GateSystem:
             return str(response.read().decode())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def gate_system(kube_with_crds: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GateSystem]:
     system = GateSystem(kube_with_crds, tmp_path_factory.mktemp("gate"))
     system.start_sidecar()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flashgate.operator.status import rfc3339
+from flashgate.trust.vocabulary import format_time as rfc3339
 
 from .conftest import Fleet, GateSystem
 

@@ -18,7 +18,6 @@ import pytest
 
 from flashgate.signing.devfile import dev_key_output, dev_key_text
 
-from ..conftest import Cluster
 from ..signing.softhsm import SoftHsm, flashgate, init_softhsm
 from .conftest import Fleet
 
@@ -120,54 +119,3 @@ def test_key_of_the_wrong_tier_is_rejected_by_reconcile(
     obj = fleet.wait_phase("firmwarerelease", "fw-wrong", {"Published", "Rejected"})
     assert (obj["status"]["phase"], obj["status"]["reason"]) == (
         "Rejected", "KeyNotTrustedForTier")
-
-
-def test_status_reads_a_real_api_server(kube_with_crds: Cluster, hsm: SoftHsm,
-                                        tmp_path: Path) -> None:
-    """`flashgate status` against the API server alone (no operator): the objects as the
-    operator would have left them, status written through the status subresource."""
-    kube = kube_with_crds
-    ns = kube.namespace("status")
-    env = hsm.env(KUBECONFIG=str(kube.kubeconfig))
-    root = tmp_path / "root.pem"
-    key = tmp_path / "app.pem"
-    for args in (["keygen", "--root", "--dev-file", str(root)],
-                 ["keygen", "--tier", "application", "--dev-file", str(key)],
-                 ["endorse", "--root-dev-file", str(root), "--key", str(key), "--tier",
-                  "application", "--fleet", ns, "--not-before", "2026-01-01T00:00:00Z",
-                  "--valid-for", "365d", "--name", "app-2026", "-o", "app.yaml"]):
-        result = flashgate(hsm, *args, cwd=tmp_path, env=env)
-        assert result.returncode == 0, result.stderr
-    kube.kubectl("apply", "-n", ns, "-f", str(tmp_path / "app.yaml"))
-    kube.kubectl("patch", "signingkey", "app-2026", "-n", ns, "--subresource=status",
-                 "--type=merge", "-p", json.dumps({"status": {
-                     "phase": "Active", "keyId": "3f2a" * 16,
-                     "trustedFrom": "2026-01-01T00:00:00Z",
-                     "trustedUntil": "2027-01-01T00:00:00Z"}}))
-    kube.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps({
-        "apiVersion": "ota.flashgate.dev/v1alpha1", "kind": "RollbackFloor",
-        "metadata": {"name": "gw-3000.application"},
-        "spec": {"product": "gw-3000", "tier": "application", "securityVersion": 7}}))
-    job = {"apiVersion": "ota.flashgate.dev/v1alpha1", "kind": "JobDocument", "fleet": ns,
-           "product": "gw-3000", "channel": "stable", "tier": "application",
-           "release": "gw-3000-4.2.0", "version": "4.2.0", "securityVersion": 7,
-           "artifact": {"url": "https://x/fw.bin", "sha256": "00" * 32, "size": 1},
-           "signatures": ["AAAA"], "publishedAt": "2026-02-01T00:00:00Z"}
-    kube.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "channel.gw-3000.stable", "labels": {
-            "app.kubernetes.io/managed-by": "flashgate", "ota.flashgate.dev/kind": "channel"}},
-        "data": {"application.json": json.dumps(job)}}))
-
-    result = flashgate(hsm, "status", "-n", ns, cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr
-    lines = [line.split() for line in result.stdout.splitlines()]
-    assert ["application", "app-2026", "Active", "3f2a3f2a3f2a", "2026-01-01T00:00:00Z",
-            "2027-01-01T00:00:00Z"] in lines
-    assert ["gw-3000", "application", "7"] in lines
-    assert ["stable", "gw-3000", "application", "gw-3000-4.2.0", "4.2.0", "7",
-            "2026-02-01T00:00:00Z"] in lines
-    assert "no trusted key for: bootloader, os, driver, config" in result.stdout
-
-    missing = flashgate(hsm, "status", "-n", ns, "--context", "nope", cwd=tmp_path, env=env)
-    assert missing.returncode == 1 and "error: cannot load the kubeconfig" in missing.stderr

@@ -1,38 +1,35 @@
-"""The operator's pure logic: conditions, release status, job documents, admission rules."""
+"""The operator's pure logic: conditions, job documents, admission rules."""
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from flashgate.api import Condition, FirmwareReleaseSpec
 from flashgate.operator import admission
-from flashgate.operator.status import (
-    job_document,
-    merge_conditions,
-    parse_rfc3339,
-    release_conditions,
-    rfc3339,
-    same_release,
-)
+from flashgate.operator.conditions import merge_conditions, release_conditions
+from flashgate.operator.ledger import job_document
 from flashgate.signing.filekeys import KeySigner, generate
 from flashgate.trust import Algorithm, Reason, Tier
 from flashgate.trust.cose import CT_RELEASE, sign1
 from flashgate.trust.payloads import ReleaseManifest
 
-NOW = 1_790_000_000
+NOW = datetime.fromtimestamp(1_790_000_000, UTC)
 
 
-def statuses(conditions: list[dict[str, Any]]) -> dict[str, str]:
-    return {c["type"]: c["status"] for c in conditions}
+def statuses(conditions: list[Condition]) -> dict[str, str]:
+    return {c.type: str(c.status) for c in conditions}
 
 
 def test_published_release_has_every_condition_true() -> None:
     conditions = release_conditions(None, "ok", True, 3, NOW)
     assert statuses(conditions) == {"SignatureVerified": "True", "RollbackChecked": "True",
                                     "IntegrityVerified": "True", "Ready": "True"}
-    assert all(c["observedGeneration"] == 3 for c in conditions)
+    assert all(c.observed_generation == 3 for c in conditions)
 
 
 @pytest.mark.parametrize(("reason", "expected"), [
@@ -49,8 +46,8 @@ def test_a_rejection_fails_its_own_check_and_leaves_later_ones_unknown(
         reason: Reason, expected: dict[str, str]) -> None:
     conditions = release_conditions(reason, "why", False, 1, NOW)
     assert statuses(conditions) == {**expected, "Ready": "False"}
-    ready = next(c for c in conditions if c["type"] == "Ready")
-    assert ready["reason"] == str(reason)
+    ready = next(c for c in conditions if c.type == "Ready")
+    assert ready.reason == str(reason)
 
 
 def test_every_rejection_reason_maps_to_a_failed_condition() -> None:
@@ -58,24 +55,26 @@ def test_every_rejection_reason_maps_to_a_failed_condition() -> None:
         if reason is Reason.VerifierUnavailable:
             continue
         conditions = release_conditions(reason, "why", False, 1, NOW)
-        assert "False" in [c["status"] for c in conditions if c["type"] != "Ready"], reason
+        assert "False" in [c.status for c in conditions if c.type != "Ready"], reason
 
 
 def test_merge_keeps_transition_time_while_status_is_unchanged() -> None:
     old = release_conditions(Reason.VerifierUnavailable, "down", False, 1, NOW)
-    new = release_conditions(Reason.VerifierUnavailable, "still down", False, 1, NOW + 60)
+    new = release_conditions(Reason.VerifierUnavailable, "still down", False, 1,
+                             NOW + timedelta(seconds=60))
     merged = merge_conditions(old, new)
-    assert all(c["lastTransitionTime"] == rfc3339(NOW) for c in merged)
-    assert merged[0]["message"] == "still down"
-    published = merge_conditions(merged, release_conditions(None, "ok", True, 1, NOW + 120))
-    assert all(c["lastTransitionTime"] == rfc3339(NOW + 120) for c in published)
+    assert all(c.last_transition_time == NOW for c in merged)
+    assert merged[0].message == "still down"
+    later = NOW + timedelta(seconds=120)
+    published = merge_conditions(merged, release_conditions(None, "ok", True, 1, later))
+    assert all(c.last_transition_time == later for c in published)
 
 
-def test_rfc3339_round_trip_and_utc_default() -> None:
-    assert parse_rfc3339(rfc3339(NOW)) == NOW
-    assert parse_rfc3339("2026-09-21T14:13:20Z") == NOW
-    assert parse_rfc3339("2026-09-21T14:13:20") == NOW
-    assert parse_rfc3339("2026-09-21T16:13:20+02:00") == NOW
+def test_merge_keeps_conditions_of_other_types() -> None:
+    endorsed = release_conditions(None, "ok", True, 1, NOW)[:1]
+    merged = merge_conditions(endorsed, release_conditions(Reason.HashMismatch, "x", False, 1, NOW)[1:])
+    assert [c.type for c in merged] == ["SignatureVerified", "RollbackChecked",
+                                        "IntegrityVerified", "Ready"]
 
 
 SPEC = {
@@ -88,17 +87,15 @@ SPEC = {
 
 
 def test_job_document_is_the_format_md_shape() -> None:
-    doc = job_document(fleet="fleet-a", name="app-4-2-0", spec=SPEC, published_at=NOW)
-    assert doc == {
+    text = job_document(fleet="fleet-a", name="app-4-2-0",
+                        spec=FirmwareReleaseSpec.model_validate(SPEC), published_at=NOW)
+    assert json.loads(text) == {
         "apiVersion": "ota.flashgate.dev/v1alpha1", "kind": "JobDocument", "fleet": "fleet-a",
         "product": "gw-3000", "channel": "beta", "tier": "application", "release": "app-4-2-0",
         "version": "4.2.0", "securityVersion": 7,
         "artifact": {"url": "https://cdn.example/app.bin", "sha256": "ab" * 32, "size": 4096},
         "signatures": ["c2ln"], "publishedAt": "2026-09-21T14:13:20Z",
     }
-    assert same_release(doc, "app-4-2-0", SPEC)
-    assert not same_release(doc, "other", SPEC)
-    assert not same_release(doc, "app-4-2-0", {**SPEC, "securityVersion": 8})
 
 
 # ---- admission --------------------------------------------------------------------------

@@ -1,0 +1,112 @@
+"""The operator owns what it publishes: channel ConfigMaps that drift are restored, and said so.
+
+Anyone who may write ConfigMaps in a fleet's namespace could add a job document to a channel (a
+Rejected release's, say) or change one. The truth is each floor's publication ledger
+(`ledger.channel_documents`): the guard compares every channel ConfigMap with it, when the
+ConfigMap changes by someone else's hand and once for every fleet at start-up, and writes back
+exactly what the ledger says, with a Warning event on the ConfigMap and a metric.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from flashgate.api import RollbackFloor
+from flashgate.operator import ledger
+from flashgate.operator.kube import JSON
+from flashgate.operator.metrics import Metrics
+from flashgate.operator.runtime import SYNC, object_key
+from flashgate.operator.store import Store
+from flashgate.trust.cose import CT_RELEASE, parse_sign1
+from flashgate.trust.vocabulary import Tier, TrustError
+
+log = logging.getLogger("flashgate.operator")
+
+
+def signer_key_ids(document: str) -> set[str]:
+    """The keyIds named by a job document's envelopes (unverified hints: enough to find what a
+    revoked key signed)."""
+    found = set()
+    for text in ledger.document_fields(document).get("signatures") or ():
+        try:
+            found.add(parse_sign1(str(text), CT_RELEASE).key_id)
+        except TrustError:
+            continue
+    return found
+
+
+def parse_channel_name(name: str) -> tuple[str, str] | None:
+    """(product, channel) of a ConfigMap named channel.<product>.<channel>."""
+    parts = name.split(".")
+    if len(parts) != 3 or parts[0] != "channel" or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+@dataclass
+class ChannelGuard:
+    store: Store
+    metrics: Metrics
+
+    def on_channel(self, event: str, obj: JSON) -> tuple[str, str] | None:
+        """A channel ConfigMap changed: the (fleet, name) to check, or None. Objects listed at
+        start-up are left to `audit`, which checks a whole fleet at once."""
+        fleet, name = object_key(obj)
+        if event == SYNC or parse_channel_name(name) is None:
+            return None
+        if event != "DELETED" and self.store.wrote(fleet, name, obj.get("data") or {}):
+            return None
+        return fleet, name
+
+    async def check(self, fleet: str, name: str) -> None:
+        parsed = parse_channel_name(name)
+        if parsed is None:
+            return
+        product, channel = parsed
+        floors = [f for f in [await self.store.get_floor(fleet, product, str(tier))
+                              for tier in Tier] if f is not None]
+        await self._repair(fleet, product, channel, floors)
+
+    async def audit(self, fleet: str) -> int:
+        """Check every channel of a fleet against the ledgers; the number repaired."""
+        floors = await self.store.list_floors(fleet)
+        by_product: dict[str, list[RollbackFloor]] = {}
+        for floor in floors:
+            by_product.setdefault(floor.spec.product, []).append(floor)
+        targets = {(product, p.channel) for product, fs in by_product.items() for f in fs
+                   for p in ledger.publications(f)}
+        for cm in await self.store.list_channels(fleet):
+            parsed = parse_channel_name(object_key(cm)[1])
+            if parsed is not None:
+                targets.add(parsed)
+        repaired = 0
+        for product, channel in sorted(targets):
+            repaired += await self._repair(fleet, product, channel, by_product.get(product, []))
+        return repaired
+
+    async def _repair(self, fleet: str, product: str, channel: str,
+                      floors: Iterable[RollbackFloor]) -> int:
+        desired = ledger.channel_documents(floors, channel)
+        changes: list[str] = []
+
+        def update(data: Mapping[str, str]) -> Mapping[str, str] | None:
+            changes.clear()
+            for key in sorted(set(data) | set(desired)):
+                if data.get(key) != desired.get(key):
+                    changes.append(f"{key} {'restored' if key in desired else 'removed'}")
+            return None if not changes else dict(desired)
+
+        name = ledger.channel_name(product, channel)
+        written = await self.store.update_channel(fleet, product, channel, update)
+        if not written or not changes:
+            return 0
+        message = (f"channel {name} differed from what flashgate published ("
+                   + ", ".join(changes) + "); restored from the publication ledger")
+        log.warning("%s/%s: %s", fleet, name, message)
+        self.metrics.channel_repairs.labels(fleet).inc()
+        await self.store.event(
+            {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"namespace": fleet, "name": name, "uid": ""}},
+            "Warning", "ChannelRepaired", message)
+        return 1

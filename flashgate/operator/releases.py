@@ -1,0 +1,439 @@
+"""The release gate: may this FirmwareRelease be published? One `ReleaseGate.reconcile` a release.
+
+The gate never decides trust itself: every signature, endorsement and digest is checked by the
+verifier sidecar, and the gate publishes only on its `accepted` verdict. Around that verdict it
+keeps the invariants a hostile namespace attacks:
+
+1. A release whose publication is already in its floor's ledger (a restart cut the last steps
+   short) is finished, never published twice.
+2. The floor is never assumed 0: when the RollbackFloor is missing although releases were
+   published, it is rebuilt from the highest securityVersion known to have been published (the
+   Published releases, the job documents in the channels, and what this process wrote), with a
+   Warning event and a metric.
+3. The verifier gets every key of the fleet with the operator's knowledge of revocation (the
+   RevocationList, and any SigningKey that says revoked) and rotation.
+4. After the verdict, revocation is checked again before anything is written, and once more,
+   fresh from the API server, after the job document is in its channel: revocation records the
+   keyId before it looks for what to withdraw, so either this check sees the revocation and the
+   release withdraws itself, or the revocation's search finds the job document.
+5. The floor is raised and the publication recorded in one write of the floor's ledger, which
+   also refuses a signed manifest published before (ReplayRejected) without an explicit intent.
+6. The job document goes to its channel only if it is still the channel's current entry.
+7. The "Published" event is the proof of the announcement: it is posted once (a deterministic
+   name), before the status says Published, so a restart neither loses nor repeats it, and the
+   publications metric counts only the event that this process posted.
+Nothing a user can write into annotations takes part in any decision.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from flashgate.api import FirmwareReleaseSpec, Publication, RollbackFloor, rollback_floor_name
+from flashgate.operator import ledger
+from flashgate.operator.conditions import condition, merge_conditions, release_conditions
+from flashgate.operator.failpoints import failpoint
+from flashgate.operator.fleets import FINAL_PHASES, FleetView
+from flashgate.operator.kube import JSON
+from flashgate.operator.metrics import Metrics
+from flashgate.operator.redact import redact_text
+from flashgate.operator.store import FIRMWARE_RELEASES, Store
+from flashgate.trust.vocabulary import Reason
+from flashgate.verifier_api.client import VerifierUnavailable
+from flashgate.verifier_api.models import ReleaseRequest, ReleaseVerdict
+
+log = logging.getLogger("flashgate.operator")
+
+Recording = ledger.Refused | tuple[RollbackFloor, Publication]
+"""What recording a publication gave: refused, or the floor as written and the entry."""
+
+VERIFYING_AFTER = 1.0
+"""A verification that takes longer than this is shown as Verifying (a quick one is not: that
+status write would cost more than the whole verification)."""
+
+
+class Verifier(Protocol):
+    async def verify_release(self, request: ReleaseRequest) -> ReleaseVerdict: ...
+
+
+@dataclass(frozen=True)
+class Release:
+    """The parts of a FirmwareRelease object the gate works with."""
+
+    fleet: str
+    name: str
+    uid: str
+    generation: int
+    resource_version: str
+    spec: FirmwareReleaseSpec
+    status: Mapping[str, Any]
+    obj: JSON
+
+    @property
+    def subject(self) -> str:
+        return f"{self.spec.product}/{self.spec.tier}"
+
+
+def _conditions(status: Mapping[str, Any]) -> list[Any]:
+    from flashgate.api import Condition
+    found = []
+    for raw in status.get("conditions") or ():
+        try:
+            found.append(Condition.model_validate(raw))
+        except ValidationError:
+            continue
+    return found
+
+
+@dataclass
+class ReleaseGate:
+    store: Store
+    verifier: Verifier
+    view: FleetView
+    metrics: Metrics
+    clock: Callable[[], float] = time.time
+    retry_max_delay: float = 30.0
+    # The highest securityVersion this process raised a floor to, per (fleet, product, tier):
+    # one of the sources a lost floor is rebuilt from.
+    known_floors: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    _retries: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    # ---- the work queue's entry point -----------------------------------------------------
+
+    async def reconcile(self, fleet: str, name: str, obj: JSON | None = None) -> float | None:
+        """Decide one release; returns seconds after which to look again (the sidecar was
+        unavailable), or None when it is decided or gone."""
+        obj = obj if obj is not None else await self.store.get_release(fleet, name)
+        if obj is None:
+            return None
+        metadata, status = obj.get("metadata") or {}, obj.get("status") or {}
+        generation = int(metadata.get("generation") or 1)
+        if status.get("phase") in FINAL_PHASES and status.get("observedGeneration") == generation:
+            return None
+        try:
+            spec = FirmwareReleaseSpec.model_validate(obj.get("spec") or {})
+        except ValidationError as exc:
+            # The schema admitted it (an older CRD?) but the gate cannot read it: refuse it on
+            # its own, never stall the fleet.
+            await self._status(obj, generation, phase="Rejected", reason=Reason.SignatureInvalid,
+                               message=f"spec cannot be read: {exc.error_count()} problems")
+            return None
+        release = Release(fleet=fleet, name=name, uid=str(metadata.get("uid") or ""),
+                          generation=generation,
+                          resource_version=str(metadata.get("resourceVersion") or ""),
+                          spec=spec, status=status, obj=obj)
+        return await self._decide(release)
+
+    async def _decide(self, release: Release) -> float | None:
+        spec = release.spec
+        floor = await self.store.get_floor(release.fleet, spec.product, str(spec.tier))
+        recorded = ledger.find(floor, release.uid)
+        if floor is not None and recorded is not None:
+            return await self._finish(release, floor, recorded, verdict=None)  # invariant 1
+        await self.view.synced.wait()
+        floor_value = (floor.spec.security_version if floor is not None
+                       else await self._rebuild_floor(release))
+        verdict = await self._verify(release, floor_value)
+        if verdict is None:
+            delay = self._backoff(release)
+            return delay
+        self._retries.pop((release.fleet, release.name), None)
+        if self.metrics is not None:
+            self.metrics.verification_seconds.labels(str(spec.tier)).observe(verdict.seconds)
+        if not verdict.accepted:
+            await self._reject(release, Reason(verdict.reason or Reason.SignatureInvalid),
+                               verdict.message)
+            return None
+        revoked = self.view.revoked_key_ids(release.fleet).intersection(verdict.key_ids)
+        if revoked:  # invariant 4, before anything is written
+            await self._reject(release, Reason.KeyRevoked, _revoked_message(revoked),
+                               verdict=verdict)
+            return None
+        candidate = ledger.Candidate(
+            release=release.name, uid=release.uid, channel=spec.channel,
+            manifest_sha256=ledger.manifest_digest(release.fleet, spec),
+            security_version=spec.security_version, key_ids=tuple(verdict.key_ids),
+            document=ledger.job_document(fleet=release.fleet, name=release.name, spec=spec,
+                                         published_at=self.now()),
+            republish=spec.republish is not None)
+        outcome = await self.store.update_floor(
+            release.fleet, spec.product, str(spec.tier), lambda current: self._record(
+                current, release, candidate))
+        if isinstance(outcome, ledger.Refused):
+            await self._reject(release, outcome.reason, outcome.message, verdict=verdict)
+            return None
+        floor_now, entry = outcome
+        key = (release.fleet, spec.product, str(spec.tier))
+        self.known_floors[key] = max(self.known_floors.get(key, 0), spec.security_version)
+        return await self._finish(release, floor_now, entry, verdict=verdict)
+
+    def _record(self, current: RollbackFloor | None, release: Release,
+                candidate: ledger.Candidate) -> tuple[RollbackFloor | None, Recording]:
+        result = ledger.record(current, fleet=release.fleet, product=release.spec.product,
+                               tier=release.spec.tier, candidate=candidate, now=self.now())
+        if isinstance(result, ledger.Refused):
+            return None, result
+        return (result.floor if result.new else None), (result.floor, result.entry)
+
+    # ---- finishing a recorded publication -------------------------------------------------
+
+    async def _finish(self, release: Release, floor: RollbackFloor, entry: Publication,
+                      verdict: ReleaseVerdict | None) -> float | None:
+        spec = release.spec
+        if entry.withdrawn_at is None:
+            current = ledger.head(floor, spec.channel)
+            if current is not None and current.sequence == entry.sequence and entry.document:
+                await self._write_channel(release, floor, entry)
+            failpoint("after-channel-write")
+            # Invariant 4, the second time: fresh from the API server, after the write.
+            record = await self.store.get_revocations(release.fleet)
+            revoked = (set(record.spec.keys) if record else set()) | \
+                self.view.revoked_key_ids(release.fleet)
+            revoked &= set(entry.key_ids)
+            if revoked:
+                await self.withdraw(release.fleet, revoked)
+                return None
+        else:
+            await self._status(release.obj, release.generation, phase="Withdrawn",
+                               reason=Reason.KeyRevoked,
+                               message="withdrawn: a key that signed it was revoked")
+            return None
+        current = ledger.head(floor, spec.channel)
+        superseded = current is not None and current.sequence != entry.sequence
+        where = (f"ConfigMap {release.fleet}/{ledger.channel_name(spec.product, spec.channel)} "
+                 f"key {spec.tier}.json")
+        message = (f"published to {where}: signed by {', '.join(entry.key_ids)}"
+                   + (f", sha256 {verdict.sha256}, {verdict.size} bytes" if verdict else "")
+                   + (f"; since superseded there by {current.release}"
+                      if superseded and current is not None else ""))
+        if await self.store.announce(release.obj, "published", "Normal", "Published", message):
+            self.metrics.publications.labels(release.fleet, str(spec.tier)).inc()
+        await self._status(release.obj, release.generation, phase="Published", reason=None,
+                           message=message, extra={
+                               "verifiedKeyIds": list(entry.key_ids),
+                               **({"verifiedSha256": verdict.sha256} if verdict else {}),
+                               "publishedAt": ledger.rfc3339(entry.published_at),
+                               "publishedTo": where})
+        return None
+
+    async def _write_channel(self, release: Release, floor: RollbackFloor,
+                             entry: Publication) -> None:
+        """Invariant 6: put the job document in the channel unless a newer publication of this
+        product and tier already replaced it there."""
+        spec, tier_key = release.spec, f"{release.spec.tier}.json"
+        document = entry.document
+        assert document is not None
+
+        def update(data: Mapping[str, str]) -> Mapping[str, str] | None:
+            present = data.get(tier_key)
+            if present == document:
+                return None
+            there = ledger.document_fields(present or "{}").get("release")
+            newer = [p for p in ledger.publications(floor)
+                     if p.release == there and p.channel == spec.channel
+                     and p.sequence > entry.sequence]
+            if newer:
+                return None
+            return {**data, tier_key: document}
+
+        if await self.store.update_channel(release.fleet, spec.product, spec.channel, update):
+            self.metrics.channel_writes.labels(release.fleet).inc()
+
+    # ---- withdrawal (also called by the key reconciler on a revocation) -------------------
+
+    async def withdraw(self, fleet: str, key_ids: set[str]) -> list[str]:
+        """Everything signed by `key_ids` leaves its channel; its ledger entry and its release
+        say Withdrawn. Called after the revocation was recorded (see invariant 4)."""
+        withdrawn: list[str] = []
+        now = self.now()
+        for floor in await self.store.list_floors(fleet):
+            entries = [p for p in ledger.publications(floor)
+                       if p.withdrawn_at is None and key_ids.intersection(p.key_ids)]
+            if not entries:
+                continue
+            await self.store.update_floor(
+                fleet, floor.spec.product, str(floor.spec.tier),
+                lambda current: ((ledger.withdraw(current, key_ids, now)
+                                  if current is not None else None), None))
+            for entry in entries:
+                await self._remove_document(fleet, floor, entry)
+                withdrawn.append(entry.release)
+        # Published releases whose publication fell out of a ledger, and channel documents that
+        # no ledger explains, are found too.
+        for published in self.view.published_by(fleet, key_ids):
+            if published.name not in withdrawn:
+                withdrawn.append(published.name)
+        for cm in await self.store.list_channels(fleet):
+            await self._scrub_channel(fleet, cm, key_ids)
+        message = f"withdrawn: {_revoked_message(key_ids)}; removed from its channel"
+        for name in withdrawn:
+            obj = await self.store.get_release(fleet, name)
+            if obj is None:
+                continue
+            status = obj.get("status") or {}
+            if status.get("phase") == "Withdrawn":
+                continue
+            generation = int((obj.get("metadata") or {}).get("generation") or 1)
+            await self._status(obj, generation, phase="Withdrawn", reason=Reason.KeyRevoked,
+                               message=message, keep_evidence=True)
+            if await self.store.announce(obj, "withdrawn", "Warning", "Withdrawn", message):
+                self.metrics.withdrawals.labels(fleet, str((obj.get("spec") or {}).get("tier"))
+                                                ).inc()
+        return withdrawn
+
+    async def _remove_document(self, fleet: str, floor: RollbackFloor,
+                               entry: Publication) -> None:
+        tier_key = f"{floor.spec.tier}.json"
+
+        def update(data: Mapping[str, str]) -> Mapping[str, str] | None:
+            there = ledger.document_fields(data.get(tier_key, "{}"))
+            if there.get("release") != entry.release:
+                return None
+            return {k: v for k, v in data.items() if k != tier_key}
+
+        await self.store.update_channel(fleet, floor.spec.product, entry.channel, update)
+
+    async def _scrub_channel(self, fleet: str, cm: JSON, key_ids: set[str]) -> None:
+        from flashgate.operator.channels import signer_key_ids
+        labels = (cm.get("metadata") or {}).get("labels") or {}
+        product, channel = labels.get("ota.flashgate.dev/product"), \
+            labels.get("ota.flashgate.dev/channel")
+        if not product or not channel:
+            return
+
+        def update(data: Mapping[str, str]) -> Mapping[str, str] | None:
+            keep = {k: v for k, v in data.items()
+                    if not key_ids.intersection(signer_key_ids(v))}
+            return keep if len(keep) != len(data) else None
+
+        await self.store.update_channel(fleet, product, channel, update)
+
+    # ---- verification ---------------------------------------------------------------------
+
+    async def _verify(self, release: Release, floor: int | None) -> ReleaseVerdict | None:
+        """The sidecar's verdict, or None when it could not be had (status says so)."""
+        now = int(self.clock())
+        request = ReleaseRequest.model_validate({
+            "fleet": release.fleet, "name": release.name,
+            "release": release.spec.model_dump(by_alias=True, mode="json",
+                                               exclude={"republish"}),
+            "floor": floor, "now": now,
+            "keys": [e.to_json() for e in self.view.key_entries(release.fleet, now)]})
+        call = asyncio.ensure_future(self.verifier.verify_release(request))
+        try:
+            done, _ = await asyncio.wait({call}, timeout=VERIFYING_AFTER)
+            if not done:
+                await self._status(release.obj, release.generation, phase="Verifying",
+                                   reason=None, message="verifying: signatures, rollback floor "
+                                   "and artifact (fetched and hashed by the verifier sidecar)")
+            return await call
+        except VerifierUnavailable as error:
+            self.metrics.verifier_unavailable.labels("release").inc()
+            message = f"verifier sidecar unavailable, nothing published; retrying: {error}"
+            await self._status(release.obj, release.generation, phase="Pending",
+                               reason=Reason.VerifierUnavailable, message=message)
+            await self.store.event(release.obj, "Warning", "VerifierUnavailable", message)
+            return None
+        finally:
+            if not call.done():
+                call.cancel()
+
+    def _backoff(self, release: Release) -> float:
+        key = (release.fleet, release.name)
+        retry = self._retries.get(key, 0)
+        self._retries[key] = retry + 1
+        return float(min(2 ** retry, self.retry_max_delay))
+
+    async def _rebuild_floor(self, release: Release) -> int | None:
+        """Invariant 2: the floor when the RollbackFloor is missing (None: nothing was ever
+        published for this product and tier, as far as anything shows)."""
+        fleet, product, tier = release.fleet, release.spec.product, str(release.spec.tier)
+        sources = {
+            "Published releases": self.view.published_floor(fleet, product, tier),
+            "this operator's own publications": self.known_floors.get((fleet, product, tier)),
+            "job documents in channels": await self._channel_floor(fleet, product, tier),
+        }
+        found = {k: v for k, v in sources.items() if v is not None}
+        if not found:
+            return None
+        value = max(found.values())
+        rebuilt = ledger.new_floor(fleet, product, tier, value)
+        await self.store.update_floor(fleet, product, tier, lambda current: (
+            rebuilt if current is None else None, None))
+        message = (f"RollbackFloor {rollback_floor_name(product, tier)} was missing; "
+                   f"rebuilt at {value} from "
+                   + ", ".join(f"{k} ({v})" for k, v in found.items()))
+        log.warning("%s/%s: %s", fleet, release.name, message)
+        await self.store.event(release.obj, "Warning", "FloorRebuilt", message)
+        self.metrics.floor_rebuilds.labels(fleet, tier).inc()
+        floor = await self.store.get_floor(fleet, product, tier)
+        return floor.spec.security_version if floor is not None else value
+
+    async def _channel_floor(self, fleet: str, product: str, tier: str) -> int | None:
+        found = []
+        for cm in await self.store.list_channels(fleet):
+            labels = (cm.get("metadata") or {}).get("labels") or {}
+            if labels.get("ota.flashgate.dev/product") != product:
+                continue
+            document = ledger.document_fields(((cm.get("data") or {}).get(f"{tier}.json"))
+                                              or "{}")
+            version = document.get("securityVersion")
+            if isinstance(version, int) and not isinstance(version, bool):
+                found.append(version)
+        return max(found, default=None)
+
+    # ---- status ---------------------------------------------------------------------------
+
+    async def _reject(self, release: Release, reason: Reason, message: str,
+                      verdict: ReleaseVerdict | None = None) -> None:
+        message = redact_text(message)
+        if await self.store.announce(release.obj, "rejected", "Warning", str(reason), message):
+            self.metrics.rejections.labels(release.fleet, str(release.spec.tier),
+                                           str(reason)).inc()
+        extra: dict[str, Any] = {}
+        if verdict is not None and verdict.key_ids:
+            extra["verifiedKeyIds"] = list(verdict.key_ids)
+        await self._status(release.obj, release.generation, phase="Rejected", reason=reason,
+                           message=message, extra=extra)
+
+    async def _status(self, obj: JSON, generation: int, *, phase: str, reason: Reason | None,
+                      message: str, extra: Mapping[str, Any] | None = None,
+                      keep_evidence: bool = False) -> None:
+        now = self.now()
+        status = obj.get("status") or {}
+        message = redact_text(message)
+        if phase == "Withdrawn":
+            ready = condition("Ready", False, str(Reason.KeyRevoked), message, generation, now)
+            conditions = merge_conditions(_conditions(status), [ready])
+        elif phase == "Verifying":
+            conditions = merge_conditions(_conditions(status), [
+                condition(c, None, "Verifying", message, generation, now)
+                for c in ("SignatureVerified", "RollbackChecked", "IntegrityVerified", "Ready")])
+        else:
+            conditions = merge_conditions(_conditions(status), release_conditions(
+                reason, message, phase == "Published", generation, now))
+        body: dict[str, Any] = {
+            "phase": phase, "reason": str(reason) if reason else None, "message": message,
+            "observedGeneration": generation,
+            "conditions": [c.to_k8s() for c in conditions], **(extra or {})}
+        if phase != "Published" and not keep_evidence:
+            body.update({"publishedAt": None, "publishedTo": None})
+        fleet, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        written = await self.store.patch_status(FIRMWARE_RELEASES, fleet, name, body)
+        if written is not None:
+            obj["status"] = written.get("status") or body
+            obj["metadata"] = written.get("metadata") or obj["metadata"]
+
+
+def _revoked_message(key_ids: set[str]) -> str:
+    return "signed by revoked key " + ", ".join(sorted(key_ids))
