@@ -110,33 +110,35 @@ class KeyKeeper:
     async def _record_revocations(self, fleet: str) -> None:
         """Every SigningKey that says revoked is on the fleet's RevocationList, with its
         root-signed revocation when it carries one."""
-        wanted = {k.key_id: k for k in self.view.fleet_keys(fleet)
-                  if k.spec.revoked or k.spec.revocation}
+        keys = self.view.fleet_keys(fleet)
+        wanted = {k.key_id: k for k in keys if k.spec.revoked or k.spec.revocation}
         record = self.view.revocation_lists.get(fleet)
         entries = record.spec.keys if record is not None else {}
         missing = {kid: k for kid, k in wanted.items()
                    if kid not in entries
                    or (k.spec.revocation and entries[kid].revocation is None)}
-        if not missing:
+        # A fleet with keys always has its list, even empty: deleting a revoked key is refused
+        # until its keyId is on it (deploy/policies.yaml), and the refusal then says why.
+        if not missing and (record is not None or not keys):
             return
         now = self.now()
 
         def update(current: RevocationList | None) -> RevocationList | None:
-            keys = dict(current.spec.keys) if current is not None else {}
+            recorded = dict(current.spec.keys) if current is not None else {}
             changed = False
             for kid, key in missing.items():
-                entry = keys.get(kid)
+                entry = recorded.get(kid)
                 if entry is None:
-                    keys[kid] = RevokedKey(revoked_at=now, signing_key=key.name,
+                    recorded[kid] = RevokedKey(revoked_at=now, signing_key=key.name,
                                            tier=key.spec.tier, public_key=key.spec.public_key,
                                            revocation=key.spec.revocation)
                     changed = True
                 elif entry.revocation is None and key.spec.revocation:
-                    keys[kid] = entry.model_copy(update={"revocation": key.spec.revocation})
+                    recorded[kid] = entry.model_copy(update={"revocation": key.spec.revocation})
                     changed = True
-            if not changed:
+            if not changed and current is not None:
                 return None
-            return RevocationList(metadata={}, spec=RevocationListSpec(keys=keys))
+            return RevocationList(metadata={}, spec=RevocationListSpec(keys=recorded))
 
         await self.store.update_revocations(fleet, update)
         fresh = await self.store.get_revocations(fleet)

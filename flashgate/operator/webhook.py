@@ -7,8 +7,9 @@ admits with a warning rather than refuse on half the facts.
 
 For local runs (the demo, the tests) the operator registers its own ValidatingWebhookConfiguration
 (`register`); a cluster install ships the chart's. Either way the configuration matches only
-flashgate's resources in the fleets served, with failurePolicy Fail and a short timeout, so an
-outage of the webhook blocks creating releases in those fleets and nothing else.
+flashgate's resources in the fleets served, with a short timeout; failurePolicy is Fail for
+releases and Ignore for SigningKeys, so an outage of the webhook blocks creating releases in
+those fleets and nothing else (never a revocation).
 """
 from __future__ import annotations
 
@@ -112,7 +113,8 @@ def configuration(name: str, base_url: str, ca_pem: bytes,
                                              "operator": "In", "values": sorted(namespaces)}]}
                       if namespaces else {})
 
-    def hook(short: str, path: str, resource: str, operations: list[str]) -> JSON:
+    def hook(short: str, path: str, resource: str, operations: list[str],
+             failure_policy: str) -> JSON:
         return {
             "name": f"{short}.ota.flashgate.dev",
             "clientConfig": {"url": base_url + path,
@@ -121,7 +123,7 @@ def configuration(name: str, base_url: str, ca_pem: bytes,
                        "operations": operations, "resources": [resource],
                        "scope": "Namespaced"}],
             "namespaceSelector": selector,
-            "failurePolicy": "Fail", "sideEffects": "None",
+            "failurePolicy": failure_policy, "sideEffects": "None",
             "admissionReviewVersions": ["v1"], "timeoutSeconds": TIMEOUT_SECONDS,
         }
 
@@ -129,8 +131,11 @@ def configuration(name: str, base_url: str, ca_pem: bytes,
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "flashgate"}},
-        "webhooks": [hook("firmwarerelease", RELEASES_PATH, "firmwarereleases", ["CREATE"]),
-                     hook("signingkey", KEYS_PATH, "signingkeys", ["CREATE", "UPDATE"])],
+        "webhooks": [
+            hook("firmwarerelease", RELEASES_PATH, "firmwarereleases", ["CREATE"], "Fail"),
+            # Distrust is cheap: an outage must never keep anyone from revoking a key, and the
+            # key checks here are advice (the sidecar verifies every endorsement).
+            hook("signingkey", KEYS_PATH, "signingkeys", ["CREATE", "UPDATE"], "Ignore")],
     }
 
 

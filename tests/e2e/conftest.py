@@ -274,3 +274,16 @@ class Fleet:
 def fleet(gate_system: GateSystem) -> Fleet:
     name = gate_system.kube.namespace("fleet")
     return Fleet(gate_system, name)
+
+
+@pytest.fixture
+def no_webhook(gate_system: GateSystem) -> Iterator[None]:
+    """Take the admission webhook out of the way, as if it were down with failurePolicy Ignore,
+    to show the reconcile loop refuses on its own; restore it afterwards."""
+    kube, name = gate_system.kube, gate_system.webhook_config
+    saved = json.loads(kube.kubectl("get", "validatingwebhookconfiguration", name, "-o", "json").stdout)
+    kube.kubectl("delete", "validatingwebhookconfiguration", name)
+    yield
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+        saved["metadata"].pop(key, None)
+    kube.kubectl("create", "-f", "-", input=json.dumps(saved))

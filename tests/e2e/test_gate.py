@@ -7,8 +7,6 @@ path is tested with the webhook taken out of the way: it is fast feedback, never
 """
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -39,19 +37,6 @@ def assert_rejected(fleet: Fleet, name: str, reason: str) -> dict[str, Any]:
     assert fleet.channel() == {}, "a rejected release must publish nothing"
     fleet.wait_for(lambda: reason in fleet.event_reasons(name), f"a {reason} event")
     return obj
-
-
-@pytest.fixture
-def no_webhook(gate_system: GateSystem) -> Iterator[None]:
-    """Take the admission webhook out of the way, as if it were down with failurePolicy Ignore,
-    to show the reconcile loop refuses on its own; restore it afterwards."""
-    kube, name = gate_system.kube, gate_system.webhook_config
-    saved = json.loads(kube.kubectl("get", "validatingwebhookconfiguration", name, "-o", "json").stdout)
-    kube.kubectl("delete", "validatingwebhookconfiguration", name)
-    yield
-    for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
-        saved["metadata"].pop(key, None)
-    kube.kubectl("create", "-f", "-", input=json.dumps(saved))
 
 
 # ---- the good path ---------------------------------------------------------------------------
