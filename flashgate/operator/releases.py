@@ -257,8 +257,9 @@ class ReleaseGate:
         withdrawn: list[str] = []
         now = self.now()
         for floor in await self.store.list_floors(fleet):
-            entries = [p for p in ledger.publications(floor)
-                       if p.withdrawn_at is None and key_ids.intersection(p.key_ids)]
+            # Entries already marked withdrawn too: a publication racing this withdrawal may
+            # have written its document after the mark (it then withdraws itself as well).
+            entries = [p for p in ledger.publications(floor) if key_ids.intersection(p.key_ids)]
             if not entries:
                 continue
             await self.store.update_floor(
@@ -285,7 +286,7 @@ class ReleaseGate:
                 continue
             generation = int((obj.get("metadata") or {}).get("generation") or 1)
             await self._status(obj, generation, phase="Withdrawn", reason=Reason.KeyRevoked,
-                               message=message, keep_evidence=True)
+                               message=message, keep_evidence=True, conditional=False)
             if await self.store.announce(obj, "withdrawn", "Warning", "Withdrawn", message):
                 self.metrics.withdrawals.labels(fleet, str((obj.get("spec") or {}).get("tier"))
                                                 ).inc()
@@ -408,7 +409,34 @@ class ReleaseGate:
 
     async def _status(self, obj: JSON, generation: int, *, phase: str, reason: Reason | None,
                       message: str, extra: Mapping[str, Any] | None = None,
-                      keep_evidence: bool = False) -> None:
+                      keep_evidence: bool = False, conditional: bool = True) -> bool:
+        """Write the release's status. The gate's writes are conditional on the object it last
+        saw: when someone else wrote meanwhile (a withdrawal, another replica) and the release is
+        decided, their word stands; False then. A withdrawal writes unconditionally."""
+        fleet, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        for _ in range(8):
+            body = self._status_body(obj, generation, phase=phase, reason=reason,
+                                     message=message, extra=extra, keep_evidence=keep_evidence)
+            version = obj["metadata"].get("resourceVersion") if conditional else None
+            written = await self.store.patch_status(FIRMWARE_RELEASES, fleet, name, body,
+                                                    resource_version=version)
+            if written is not None:
+                obj["status"] = written.get("status") or body
+                obj["metadata"] = written.get("metadata") or obj["metadata"]
+                return True
+            fresh = await self.store.get_release(fleet, name)
+            if fresh is None:
+                return False
+            status = fresh.get("status") or {}
+            obj["status"], obj["metadata"] = status, fresh.get("metadata") or obj["metadata"]
+            if status.get("phase") in FINAL_PHASES and \
+                    status.get("observedGeneration") == generation:
+                return False
+        return False
+
+    def _status_body(self, obj: JSON, generation: int, *, phase: str, reason: Reason | None,
+                     message: str, extra: Mapping[str, Any] | None,
+                     keep_evidence: bool) -> dict[str, Any]:
         now = self.now()
         status = obj.get("status") or {}
         message = redact_text(message)
@@ -428,11 +456,7 @@ class ReleaseGate:
             "conditions": [c.to_k8s() for c in conditions], **(extra or {})}
         if phase != "Published" and not keep_evidence:
             body.update({"publishedAt": None, "publishedTo": None})
-        fleet, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-        written = await self.store.patch_status(FIRMWARE_RELEASES, fleet, name, body)
-        if written is not None:
-            obj["status"] = written.get("status") or body
-            obj["metadata"] = written.get("metadata") or obj["metadata"]
+        return body
 
 
 def _revoked_message(key_ids: set[str]) -> str:

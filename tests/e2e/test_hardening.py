@@ -427,9 +427,7 @@ def test_the_webhook_matches_only_flashgate_kinds_in_the_fleets_served(
             assert hook["timeoutSeconds"] == 5
             assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == [fleet.namespace]
             assert [r["apiGroups"] for r in hook["rules"]] == [["ota.flashgate.dev"]]
-    finally:
         scoped.stop_operator(kill=True)  # its webhook is now down, its configuration stays
-    try:
         app = generate(Algorithm.ED25519)
         elsewhere = fleet.release_doc("elsewhere", [app])
         elsewhere["metadata"]["namespace"] = other
@@ -445,7 +443,9 @@ def test_the_webhook_matches_only_flashgate_kinds_in_the_fleets_served(
         blocked = fleet.apply(fleet.release_doc("blocked", [app]), check=False)
         assert blocked.returncode != 0 and "failed calling webhook" in blocked.stderr
     finally:
-        gate_system.kube.kubectl("delete", "validatingwebhookconfiguration", scoped.webhook_config)
+        scoped.stop_operator(kill=True)
+        gate_system.kube.kubectl("delete", "validatingwebhookconfiguration",
+                                 scoped.webhook_config, "--ignore-not-found")
 
 
 # ---- 10. announcements survive a SIGKILL, exactly once ----------------------------------------

@@ -1,0 +1,156 @@
+"""SigningKeys evaluated per fleet (flashgate/operator/keys.py) and the channel guard
+(flashgate/operator/channels.py), on the in-memory store."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+from flashgate.api import REVOCATION_LIST_NAME
+from flashgate.trust.vocabulary import format_time
+
+from .fakes import NOW, World, key_object
+
+
+def status(world: World, kind: str, name: str) -> dict[str, object]:
+    obj = world.store.get(kind, world.fleet, name)
+    assert obj is not None
+    return dict(obj.get("status") or {})
+
+
+def recorded(world: World) -> set[str]:
+    obj = world.store.get("RevocationList", world.fleet, REVOCATION_LIST_NAME)
+    return set((obj or {}).get("spec", {}).get("keys", {}))
+
+
+def test_keys_are_endorsed_active_and_the_fleet_gets_its_revocation_list() -> None:
+    world = World()
+    app = world.add_key("app")
+    delay = asyncio.run(world.keys())
+    key = status(world, "SigningKey", "app")
+    assert key["phase"] == "Active" and key["keyId"] == app.key_id
+    assert {c["type"]: c["status"] for c in key["conditions"]} == {  # type: ignore[attr-defined]
+        "Endorsed": "True", "Trusted": "True", "Ready": "True"}
+    assert recorded(world) == set(), "an empty list, so a deletion refusal can say why"
+    assert delay is not None and 0.5 <= delay <= 30 * 86400
+
+
+def test_a_revocation_is_recorded_and_binds_every_name_of_the_key() -> None:
+    world = World()
+    app = world.add_key("app")
+    world.add_key("app-duplicate", signer=app)
+    asyncio.run(world.keys())
+    world.revoke("app")
+    asyncio.run(world.keys())
+    assert recorded(world) == {app.key_id}
+    assert status(world, "SigningKey", "app-duplicate")["phase"] == "Revoked"
+    # Deleted and applied again, revoked: false: Revoked on creation.
+    del world.store.objects[("SigningKey", world.fleet, "app")]
+    world.view.on_key("DELETED", {"metadata": {"namespace": world.fleet, "name": "app"}})
+    world.add_key("app", signer=app)
+    asyncio.run(world.keys())
+    assert status(world, "SigningKey", "app")["phase"] == "Revoked"
+
+
+def test_revoking_withdraws_what_the_key_published() -> None:
+    world = World()
+    app = world.add_key("app")
+    asyncio.run(world.keys())
+    world.add_release("v1", [app])
+    asyncio.run(world.decide("v1"))
+    assert world.store.channel(world.fleet)
+    world.revoke("app")
+    asyncio.run(world.keys())
+    assert world.store.phase(world.fleet, "v1") == "Withdrawn"
+    assert world.store.channel(world.fleet) == {}
+    assert "Withdrawn" in world.store.reasons("v1")
+    floor = world.store.get("RollbackFloor", world.fleet, "gw.application")
+    assert floor is not None and floor["spec"]["securityVersion"] == 1, "withdrawal lowers nothing"
+
+
+def test_one_unusable_key_is_invalid_on_its_own_and_its_fleet_goes_on() -> None:
+    world = World()
+    app = world.add_key("app")
+    bad = key_object(world.fleet, "year-zero", app)
+    bad["spec"]["notBefore"] = "0000-01-01T00:00:00Z"  # what the schema once let through
+    world.store.put("SigningKey", bad)
+    world.sync()
+    asyncio.run(world.keys())
+    invalid = status(world, "SigningKey", "year-zero")
+    assert invalid["phase"] == "Invalid" and invalid["reason"] == "SpecInvalid"
+    assert status(world, "SigningKey", "app")["phase"] == "Active"
+    world.add_release("v1", [app])
+    asyncio.run(world.decide("v1"))
+    assert world.store.phase(world.fleet, "v1") == "Published"
+
+
+def test_a_successor_retires_its_predecessor_on_time() -> None:
+    world = World()
+    old = world.add_key("old")
+    world.add_key("new", replaces="old", overlap="60s", activateAt=format_time(NOW + 10))
+    asyncio.run(world.keys())
+    assert status(world, "SigningKey", "new")["phase"] == "Staged"
+    delay = asyncio.run(world.keys())
+    assert delay == 10, "woken exactly at the activation"
+    world.clock[0] = NOW + 10
+    asyncio.run(world.keys())
+    assert status(world, "SigningKey", "old")["phase"] == "Retiring"
+    world.clock[0] = NOW + 70
+    asyncio.run(world.keys())
+    assert status(world, "SigningKey", "old")["phase"] == "Retired"
+    world.add_release("by-old", [old])
+    asyncio.run(world.decide("by-old"))
+    assert status(world, "FirmwareRelease", "by-old")["reason"] == "KeyExpired"
+
+
+def test_keys_stay_pending_while_the_sidecar_is_down() -> None:
+    world = World()
+    world.add_key("app")
+    world.verifier.down = True
+    assert asyncio.run(world.keys()) == 2.0
+    assert status(world, "SigningKey", "app")["phase"] == "Pending"
+    world.verifier.down = False
+    asyncio.run(world.keys())
+    assert status(world, "SigningKey", "app")["phase"] == "Active"
+
+
+# ---- channels --------------------------------------------------------------------------------
+
+
+def test_the_guard_restores_a_forged_channel_and_ignores_its_own_writes() -> None:
+    world = World()
+    app = world.add_key("app")
+    world.add_release("v1", [app])
+    asyncio.run(world.decide("v1"))
+    name = "channel.gw.stable"
+    cm = world.store.get("ConfigMap", world.fleet, name)
+    assert cm is not None
+    assert world.guard.on_channel("MODIFIED", cm) is None, "its own write is no drift"
+    cm["data"]["bootloader.json"] = json.dumps({"release": "forged"})
+    cm["data"]["application.json"] = cm["data"]["application.json"].replace("v1", "v0")
+    world.store.put("ConfigMap", cm)
+    target = world.guard.on_channel("MODIFIED", world.store.get("ConfigMap", world.fleet, name)
+                                    or {})
+    assert target == (world.fleet, name)
+    asyncio.run(world.guard.check(*target))
+    data = world.store.channel(world.fleet)
+    assert list(data) == ["application.json"]
+    assert json.loads(data["application.json"])["release"] == "v1"
+    assert "ChannelRepaired" in world.store.reasons(name)
+
+
+def test_the_start_up_audit_repairs_and_removes_what_no_ledger_explains() -> None:
+    world = World()
+    app = world.add_key("app")
+    world.add_release("v1", [app])
+    asyncio.run(world.decide("v1"))
+    world.store.put("ConfigMap", {"metadata": {"name": "channel.other.stable",
+                                               "namespace": world.fleet},
+                                  "data": {"os.json": "{}"}})
+    cm = world.store.get("ConfigMap", world.fleet, "channel.gw.stable")
+    assert cm is not None
+    del cm["data"]["application.json"]
+    world.store.put("ConfigMap", cm)
+    assert asyncio.run(world.guard.audit(world.fleet)) == 2
+    assert json.loads(world.store.channel(world.fleet)["application.json"])["release"] == "v1"
+    assert world.store.channel(world.fleet, product="other") == {}
+    assert asyncio.run(world.guard.audit(world.fleet)) == 0
