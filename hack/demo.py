@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack"))
 import controlplane  # noqa: E402
+from localgate import LocalGate, install  # noqa: E402
 
 FLEET = "fleet-demo"
 PRODUCT = "gw-3000"
@@ -39,7 +39,7 @@ def say(text: str) -> None:
 class Demo:
     def __init__(self, out: Path, kubeconfig: Path, kubectl: Path) -> None:
         self.out, self.kubeconfig, self.kubectl_path = out, kubeconfig, kubectl
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.gate: LocalGate | None = None
 
     def kubectl(self, *args: str, check: bool = True,
                 show: bool = False) -> subprocess.CompletedProcess[str]:
@@ -62,36 +62,6 @@ class Demo:
         if result.returncode != 0:
             raise SystemExit(f"flashgate {args[0]} failed (exit {result.returncode})")
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.out / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen([str(BIN / "python"), "-m", *args], stdout=log,
-                                stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=controlplane._set_parent_death_signal)
-        self.processes.append(proc)
-        return proc
-
-    def stop_one(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-            if proc.poll() is None:
-                proc.kill()
-        self.processes.remove(proc)
-
-    def stop(self) -> None:
-        for proc in reversed(list(self.processes)):
-            self.stop_one(proc)
-
-    def wait_http(self, url: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1):
-                return
-            time.sleep(0.2)
-        raise SystemExit(f"{url} did not come up; see the logs in {self.out}")
-
     def phase(self, kind: str, name: str) -> str:
         out = self.kubectl("get", kind, name, "-n", FLEET, "-o", "json", check=False).stdout
         return str((json.loads(out or "{}").get("status") or {}).get("phase") or "")
@@ -107,13 +77,10 @@ class Demo:
 
 def run(demo: Demo, keep_running: bool) -> None:
     out = demo.out
-    artifacts = out / "artifacts"
-    artifacts.mkdir()
 
-    say("Install the CRDs")
-    demo.kubectl("apply", "--server-side", "-f", str(REPO / "crds"), "-f", str(REPO / "deploy"),
-                 show=True)
-    demo.kubectl("wait", "--for=condition=established", "-f", str(REPO / "crds"))
+    say("Install the CRDs, the admission policies and the operator's identity (deploy/)")
+    install(demo.kubectl_path, demo.kubeconfig)
+    demo.kubectl("api-resources", "--api-group=ota.flashgate.dev", show=True)
     demo.kubectl("create", "namespace", FLEET, check=False)
 
     say("Signing station: a fleet root and one key per tier (DEVELOPMENT-ONLY file keys)")
@@ -126,27 +93,16 @@ def run(demo: Demo, keep_running: bool) -> None:
                        "--tier", tier, "--fleet", FLEET, "--valid-for", "365d",
                        "--name", f"{tier}-2026", "-o", f"{tier}-2026.yaml")
 
-    say("Start the verifier sidecar (no Kubernetes credentials) and the operator")
-    config = out / "verifier.yaml"
-    config.write_text(yaml.safe_dump({
-        "roots": [{"publicKey": (out / "root.pub.pem").read_text(), "algorithm": "ed25519"}],
-        "thresholds": {"bootloader": 2}, "maxSecurityVersionJump": 100,
-        "allowFileURLs": True, "fileRoot": str(artifacts)}))  # file:// is for demos only
-    sidecar_port, metrics_port, live_port, webhook_port = (controlplane.free_port()
-                                                           for _ in range(4))
-    demo.spawn("sidecar", "flashgate.verifier_sidecar", "--config", str(config),
-               "--listen", f"127.0.0.1:{sidecar_port}")
-    demo.wait_http(f"http://127.0.0.1:{sidecar_port}/healthz")
-    operator_args = ["flashgate.operator", "--namespace", FLEET,
-                     "--verifier-url", f"http://127.0.0.1:{sidecar_port}",
-                     "--metrics-addr", "127.0.0.1", "--metrics-port", str(metrics_port),
-                     "--liveness", f"http://127.0.0.1:{live_port}/healthz",
-                     "--webhook-addr", "127.0.0.1", "--webhook-host", "127.0.0.1",
-                     "--webhook-port", str(webhook_port)]
-    operator = demo.spawn("operator", *operator_args)
-    demo.wait_http(f"http://127.0.0.1:{live_port}/healthz")
-    print(f"sidecar on 127.0.0.1:{sidecar_port}, operator metrics on 127.0.0.1:{metrics_port}; "
-          f"logs in {out}")
+    say("Start the verifier sidecar (no Kubernetes credentials) and the operator (its own "
+        "ServiceAccount)")
+    gate = demo.gate = LocalGate(
+        kubectl=demo.kubectl_path, kubeconfig=demo.kubeconfig, workdir=out,
+        roots=[{"publicKey": (out / "root.pub.pem").read_text(), "algorithm": "ed25519"}])
+    artifacts = gate.artifacts
+    gate.start_sidecar()
+    gate.start_operator(register_webhook=False, namespaces=[FLEET])
+    print(f"sidecar on 127.0.0.1:{gate.sidecar_port}, operator metrics on "
+          f"127.0.0.1:{gate.metrics_port}; logs in {out}")
 
     say("Apply the endorsed SigningKeys")
     for tier in ("application", "config"):
@@ -213,21 +169,14 @@ def run(demo: Demo, keep_running: bool) -> None:
                                       "-o", "json").stdout)
     print(f"\nchannel.{PRODUCT}.stable publishes: "
           + ", ".join(f"{k}: {json.loads(v)['release']}" for k, v in channel["data"].items()))
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
-        metrics = [line for line in response.read().decode().splitlines()
-                   if line.startswith("flashgate_release_rejections_total{")]
+    metrics = [line for line in gate.metrics().splitlines()
+               if line.startswith("flashgate_release_rejections_total{")]
     print("\n" + "\n".join(metrics))
 
     say("The admission webhook refuses the same attack at kubectl apply time")
-    demo.stop_one(operator)
+    gate.stop_operator()
     print("restarting the operator so that it registers its ValidatingWebhookConfiguration")
-    demo.spawn("operator", *operator_args,
-               "--webhook-config-name", "flashgate-demo.ota.flashgate.dev")
-    demo.wait_http(f"http://127.0.0.1:{live_port}/healthz")
-    deadline = time.monotonic() + 20
-    while demo.kubectl("get", "validatingwebhookconfiguration", "flashgate-demo.ota.flashgate.dev",
-                       check=False).returncode and time.monotonic() < deadline:
-        time.sleep(0.3)
+    gate.start_operator(register_webhook=True, namespaces=[FLEET])
     doc["metadata"]["name"] = "boot-by-config-key-again"
     again = out / "boot-by-config-key-again.yaml"
     again.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -237,8 +186,6 @@ def run(demo: Demo, keep_running: bool) -> None:
         say(f"Running; KUBECONFIG={demo.kubeconfig}. Ctrl-C stops everything.")
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
-    demo.kubectl("delete", "validatingwebhookconfiguration", "flashgate-demo.ota.flashgate.dev",
-                 "--ignore-not-found")
 
 
 @contextlib.contextmanager
@@ -267,7 +214,8 @@ def main() -> None:
         try:
             run(demo, args.keep_running)
         finally:
-            demo.stop()
+            if demo.gate is not None:
+                demo.gate.stop()
     say("Done: everything the demo started is stopped; its files are in demo-out/")
 
 

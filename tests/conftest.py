@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack"))
 
 import controlplane  # noqa: E402
+import localgate  # noqa: E402
 
 
 @dataclass
@@ -43,26 +43,7 @@ class Cluster:
     def apply_crds(self) -> None:
         """The CRDs, the admission policies and the operator's identity and RBAC (deploy/), and
         what a local run adds (deploy/local: the operator registers its own webhook)."""
-        self.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        self.kubectl("wait", "--for=condition=established", "--timeout=60s", "-f", str(REPO / "crds"))
-        self.kubectl("apply", "--server-side", "-f", str(REPO / "deploy"),
-                     "-f", str(REPO / "deploy" / "local"))
-
-    def token_kubeconfig(self, namespace: str, service_account: str, path: Path) -> Path:
-        """A kubeconfig that authenticates as a ServiceAccount only, with a token from the API
-        server's TokenRequest API (as a pod's projected token), and nothing of the admin's."""
-        token = self.kubectl("create", "token", service_account, "-n", namespace,
-                             "--duration=48h").stdout.strip()
-        admin = yaml.safe_load(self.kubeconfig.read_text())
-        cluster = admin["clusters"][0]["cluster"]
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "c", "cluster": cluster}],
-            "users": [{"name": service_account, "user": {"token": token}}],
-            "contexts": [{"name": "c", "context": {"cluster": "c", "user": service_account}}],
-            "current-context": "c"}))
-        path.chmod(0o600)
-        return path
+        localgate.install(self.kubectl_path, self.kubeconfig)
 
     def namespace(self, prefix: str) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:6]}"

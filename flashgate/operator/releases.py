@@ -159,16 +159,17 @@ class ReleaseGate:
             await self._reject(release, Reason.KeyRevoked, _revoked_message(revoked),
                                verdict=verdict)
             return None
+        now = self.now()  # one instant: the job document's publishedAt is the ledger's
         candidate = ledger.Candidate(
             release=release.name, uid=release.uid, channel=spec.channel,
             manifest_sha256=ledger.manifest_digest(release.fleet, spec),
             security_version=spec.security_version, key_ids=tuple(verdict.key_ids),
             document=ledger.job_document(fleet=release.fleet, name=release.name, spec=spec,
-                                         published_at=self.now()),
+                                         published_at=now),
             republish=spec.republish is not None)
         outcome = await self.store.update_floor(
             release.fleet, spec.product, str(spec.tier), lambda current: self._record(
-                current, release, candidate))
+                current, release, candidate, now))
         if isinstance(outcome, ledger.Refused):
             await self._reject(release, outcome.reason, outcome.message, verdict=verdict)
             return None
@@ -178,9 +179,10 @@ class ReleaseGate:
         return await self._finish(release, floor_now, entry, verdict=verdict)
 
     def _record(self, current: RollbackFloor | None, release: Release,
-                candidate: ledger.Candidate) -> tuple[RollbackFloor | None, Recording]:
+                candidate: ledger.Candidate, now: datetime) -> tuple[RollbackFloor | None,
+                                                                     Recording]:
         result = ledger.record(current, fleet=release.fleet, product=release.spec.product,
-                               tier=release.spec.tier, candidate=candidate, now=self.now())
+                               tier=release.spec.tier, candidate=candidate, now=now)
         if isinstance(result, ledger.Refused):
             return None, result
         return (result.floor if result.new else None), (result.floor, result.entry)

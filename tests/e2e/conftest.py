@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 import time
-import urllib.request
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from localgate import LocalGate
 
 from flashgate.signing.filekeys import KeySigner, generate
 from flashgate.signing.resources import release_doc, signing_key_doc
@@ -29,124 +26,22 @@ from flashgate.trust import Algorithm, Tier
 from flashgate.trust.cose import CT_KEY, CT_RELEASE, sign1
 from flashgate.trust.payloads import KeyEndorsement, ReleaseManifest
 
-from ..conftest import Cluster, controlplane
+from ..conftest import Cluster
 
 ROOT_DAY = 86400
 
 
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} not up in {timeout}s:\n{log.read_text()[-3000:]}")
+class GateSystem(LocalGate):
+    """The session's gate (hack/localgate.py) with a fleet root made for this run; tests may stop
+    and start the operator or the sidecar, or start a second operator."""
 
-
-@dataclass
-class GateSystem:
-    """Operator + sidecar processes; tests may stop and start either."""
-
-    kube: Cluster
-    workdir: Path
-    root: KeySigner = field(default_factory=lambda: generate(Algorithm.ED25519))
-    sidecar_port: int = field(default_factory=controlplane.free_port)
-    metrics_port: int = field(default_factory=controlplane.free_port)
-    webhook_port: int = field(default_factory=controlplane.free_port)
-    webhook_config: str = field(default_factory=lambda: f"e2e-{uuid.uuid4().hex[:6]}.ota.flashgate.dev")
-    sidecar: subprocess.Popen[bytes] | None = None
-    operator: subprocess.Popen[bytes] | None = None
-    # Added to the sidecar's configuration at its next start (e.g. an s3 section, by
-    # test_gate_s3.py, which restarts the sidecar with it and without it afterwards).
-    sidecar_extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def artifacts(self) -> Path:
-        return self.workdir / "artifacts"
-
-    def sidecar_config(self) -> Path:
-        path = self.workdir / "verifier.yaml"
-        path.write_text(yaml.safe_dump({
-            "roots": [{"publicKey": self.root.public_pem, "algorithm": str(self.root.algorithm)}],
-            "thresholds": {"bootloader": 2},
-            "maxSecurityVersionJump": 100,
-            "allowFileURLs": True,
-            "fileRoot": str(self.artifacts),
-            **self.sidecar_extra,
-        }))
-        return path
-
-    def _spawn(self, name: str, args: list[str],
-               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
-        # The operator runs as its own ServiceAccount (deploy/rbac.yaml), never as the admin:
-        # the admission policies and RBAC are tested with the identity they are written for.
-        kubeconfig = self.kube.token_kubeconfig("flashgate-system", "flashgate-operator",
-                                                self.workdir / "operator.kubeconfig")
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1",
-               **(env or {})}
-        return subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
-                                env=env, preexec_fn=controlplane._set_parent_death_signal)
-
-    def start_sidecar(self) -> None:
-        self.artifacts.mkdir(parents=True, exist_ok=True)
-        self.sidecar = self._spawn("sidecar", [
-            "flashgate.verifier_sidecar", "--config", str(self.sidecar_config()),
-            "--listen", f"127.0.0.1:{self.sidecar_port}"])
-        _wait_http(f"http://127.0.0.1:{self.sidecar_port}/healthz", 20, self.sidecar,
-                   self.workdir / "sidecar.log")
-
-    def start_operator(self, register_webhook: bool = True, *, namespaces: Sequence[str] = (),
-                       failpoints: Sequence[str] = (), wait_ready: bool = True) -> None:
-        scope = [a for n in namespaces for a in ("-n", n)] or ["--all-namespaces"]
-        env = {"FLASHGATE_FAILPOINTS": ",".join(failpoints)} if failpoints else {}
-        self.operator = self._spawn("operator", [
-            "flashgate.operator", *scope,
-            "--verifier-url", f"http://127.0.0.1:{self.sidecar_port}",
-            "--retry-max-delay", "2",
-            "--metrics-addr", "127.0.0.1", "--metrics-port", str(self.metrics_port),
-            "--webhook-addr", "127.0.0.1", "--webhook-host", "127.0.0.1",
-            "--webhook-port", str(self.webhook_port),
-            *(["--webhook-config-name", self.webhook_config] if register_webhook else [])],
-            env=env)
-        _wait_http(f"http://127.0.0.1:{self.metrics_port}/healthz", 30, self.operator,
-                   self.workdir / "operator.log")
-        if wait_ready:
-            _wait_http(f"http://127.0.0.1:{self.metrics_port}/readyz", 60, self.operator,
-                       self.workdir / "operator.log")
-        if not register_webhook:
-            return
-        deadline = time.monotonic() + 20
-        while self.kube.kubectl("get", "validatingwebhookconfiguration", self.webhook_config,
-                                check=False).returncode != 0:
-            assert time.monotonic() < deadline, "the operator did not register its webhook"
-            time.sleep(0.2)
-
-    @staticmethod
-    def _stop(proc: subprocess.Popen[bytes] | None, kill: bool = False) -> None:
-        if proc is None or proc.poll() is not None:
-            return
-        proc.kill() if kill else proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def stop_sidecar(self) -> None:
-        self._stop(self.sidecar)
-
-    def stop_operator(self, kill: bool = False) -> None:
-        self._stop(self.operator, kill=kill)
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as response:
-            return str(response.read().decode())
+    def __init__(self, kube: Cluster, workdir: Path, root: KeySigner | None = None,
+                 **ports: Any) -> None:
+        self.kube = kube
+        self.root = root or generate(Algorithm.ED25519)
+        super().__init__(kubectl=kube.kubectl_path, kubeconfig=kube.kubeconfig, workdir=workdir,
+                         roots=[{"publicKey": self.root.public_pem,
+                                 "algorithm": str(self.root.algorithm)}], **ports)
 
 
 @pytest.fixture(scope="package")
@@ -155,10 +50,7 @@ def gate_system(kube_with_crds: Cluster, tmp_path_factory: pytest.TempPathFactor
     system.start_sidecar()
     system.start_operator()
     yield system
-    system.stop_operator()
-    system.stop_sidecar()
-    kube_with_crds.kubectl("delete", "validatingwebhookconfiguration", system.webhook_config,
-                           "--ignore-not-found")
+    system.stop()
 
 
 @dataclass
