@@ -51,6 +51,13 @@ class RevokedKey(_Model):
         pattern=PEM_PUBLIC_KEY_PATTERN,
         description="The revoked public key (PEM), so the record explains itself.",
     )
+    not_after: Timestamp | None = Field(
+        default=None,
+        description=(
+            "The end of the key's validity (its SigningKey's notAfter): until then devices "
+            "need the root-signed revocation in the trust bundle."
+        ),
+    )
     revocation: str | None = Field(
         default=None,
         min_length=4,

@@ -50,6 +50,12 @@ class SigningKeyConditionType(DocEnum):
         "True when the key is Active, the primary signer of its tier; False in every other "
         "phase, its reason saying why.",
     )
+    DEVICES_TOLD = (
+        "DevicesToldOfRevocation",
+        "Set on a revoked key only. True when the fleet's trust bundle carries a root-signed "
+        "revocation of the key; False when none was given (spec.revocation): devices keep "
+        "trusting the key until its notAfter, since only the root can tell them otherwise.",
+    )
 
 
 class SigningKeySpec(_Model):

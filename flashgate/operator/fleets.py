@@ -15,8 +15,10 @@ state machine has retired.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -25,7 +27,7 @@ from flashgate.api import RevocationList, SigningKeySpec
 from flashgate.operator.kube import JSON
 from flashgate.operator.runtime import object_key
 from flashgate.trust.keys import key_id, spki_from_pem
-from flashgate.trust.rotation import KeyPhase, KeyState, PhaseResult, key_phase
+from flashgate.trust.rotation import KeyPhase, KeyState, PhaseResult, fleet_phases
 from flashgate.trust.vocabulary import TrustError
 from flashgate.verifier_api.models import KeyEntry
 
@@ -92,16 +94,35 @@ class FleetView:
     published: dict[tuple[str, str], PublishedRelease] = field(default_factory=dict)
     endorsed: dict[tuple[str, str], tuple[int, bool]] = field(default_factory=dict)
     synced: asyncio.Event = field(default_factory=asyncio.Event)
+    # Indices, so that no per-release question costs a scan of the fleet:
+    # (fleet, product, tier) -> {release: securityVersion} of Published releases, and
+    # (fleet, product, tier) -> {ConfigMap: securityVersion} of job documents in channels.
+    _published_versions: dict[tuple[str, str, str], dict[str, int]] = field(
+        default_factory=lambda: defaultdict(dict))
+    _channel_versions: dict[tuple[str, str, str], dict[str, int]] = field(
+        default_factory=lambda: defaultdict(dict))
+    _channel_subjects: dict[tuple[str, str], set[tuple[str, str, str]]] = field(
+        default_factory=dict)
+    # Per fleet: a counter bumped by every change of its keys, revocations or endorsements, and
+    # what was computed from them (keyed by that counter, and the second for phases).
+    _versions: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    _revoked: dict[str, tuple[int, frozenset[str]]] = field(default_factory=dict)
+    _entries: dict[str, tuple[int, int, dict[str, list[KeyEntry]], int]] = field(
+        default_factory=dict)
 
     # ---- fed by the watches ---------------------------------------------------------------
 
     def on_key(self, event: str, obj: JSON) -> str:
         """Keep a SigningKey; returns its fleet (whose keys must be evaluated again)."""
         fleet, name = object_key(obj)
+        before = self.keys[fleet].get(name)
         if event == "DELETED":
             self.keys[fleet].pop(name, None)
         else:
             self.keys[fleet][name] = parse_key(obj)
+        after = self.keys[fleet].get(name)
+        if _identity(before) != _identity(after):  # not for a status write, say
+            self._versions[fleet] += 1
         return fleet
 
     def on_revocations(self, event: str, obj: JSON) -> str:
@@ -110,27 +131,61 @@ class FleetView:
             self.revocation_lists.pop(fleet, None)
         else:
             self.revocation_lists[fleet] = RevocationList.model_validate(obj)
+        self._versions[fleet] += 1
         return fleet
+
+    def set_revocations(self, fleet: str, record: RevocationList) -> None:
+        """The list as just written (before the watch brings it)."""
+        self.revocation_lists[fleet] = record
+        self._versions[fleet] += 1
+
+    def set_endorsed(self, fleet: str, key: FleetKey, endorsed: bool) -> None:
+        self.endorsed[(fleet, key.uid)] = (key.generation, endorsed)
+        self._versions[fleet] += 1
+
+    def on_channel(self, event: str, obj: JSON) -> None:
+        """Keep the securityVersion of each job document in a channel ConfigMap."""
+        fleet, name = object_key(obj)
+        for subject in self._channel_subjects.pop((fleet, name), ()):
+            self._channel_versions[subject].pop(name, None)
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        product = labels.get("ota.flashgate.dev/product")
+        if event == "DELETED" or not product:
+            return
+        subjects = set()
+        for key, text in (obj.get("data") or {}).items():
+            version = _document_version(text)
+            if version is not None and key.endswith(".json"):
+                subject = (fleet, product, key.removesuffix(".json"))
+                self._channel_versions[subject][name] = version
+                subjects.add(subject)
+        self._channel_subjects[(fleet, name)] = subjects
 
     def on_release(self, event: str, obj: JSON) -> bool:
         """Keep a release's few fields; True when it needs a decision."""
         fleet, name = object_key(obj)
         if event == "DELETED":
             self.phases.pop((fleet, name), None)
-            self.published.pop((fleet, name), None)
+            gone = self.published.pop((fleet, name), None)
+            if gone is not None:
+                self._published_versions[(fleet, gone.product, gone.tier)].pop(name, None)
             return False
         metadata, status = obj.get("metadata") or {}, obj.get("status") or {}
         spec = obj.get("spec") or {}
         phase = str(status.get("phase") or "Pending")
         self.phases[(fleet, name)] = phase
         if phase == "Published":
-            self.published[(fleet, name)] = PublishedRelease(
+            published = self.published[(fleet, name)] = PublishedRelease(
                 name=name, uid=str(metadata.get("uid") or ""), product=str(spec.get("product")),
                 tier=str(spec.get("tier")),
                 security_version=int(spec.get("securityVersion") or 0),
                 key_ids=tuple(status.get("verifiedKeyIds") or ()))
+            self._published_versions[(fleet, published.product, published.tier)][name] = \
+                published.security_version
         else:
-            self.published.pop((fleet, name), None)
+            gone = self.published.pop((fleet, name), None)
+            if gone is not None:
+                self._published_versions[(fleet, gone.product, gone.tier)].pop(name, None)
         decided = (phase in FINAL_PHASES
                    and status.get("observedGeneration") == metadata.get("generation"))
         return not decided
@@ -143,12 +198,17 @@ class FleetView:
     def bad_keys(self, fleet: str) -> list[BadKey]:
         return [k for k in self.keys.get(fleet, {}).values() if isinstance(k, BadKey)]
 
-    def revoked_key_ids(self, fleet: str) -> set[str]:
+    def revoked_key_ids(self, fleet: str) -> frozenset[str]:
         """The fleet's RevocationList, and every keyId some SigningKey says is revoked."""
+        version = self._versions[fleet]
+        cached = self._revoked.get(fleet)
+        if cached is not None and cached[0] == version:
+            return cached[1]
         record = self.revocation_lists.get(fleet)
         revoked = set(record.spec.keys) if record is not None else set()
         revoked.update(k.key_id for k in self.fleet_keys(fleet) if k.spec.revoked)
-        return revoked
+        self._revoked[fleet] = (version, frozenset(revoked))
+        return self._revoked[fleet][1]
 
     def endorsement(self, fleet: str, key: FleetKey) -> bool | None:
         """Whether the root endorsed this generation of the key (None: not checked yet)."""
@@ -161,27 +221,60 @@ class FleetView:
                                  revoked=k.key_id in revoked)
                 for k in (self.fleet_keys(fleet) if keys is None else keys)]
 
-    def phases_of(self, fleet: str, now: int) -> Iterator[tuple[FleetKey, PhaseResult]]:
+    def phases_of(self, fleet: str, now: int) -> list[tuple[FleetKey, PhaseResult]]:
         keys = self.fleet_keys(fleet)
-        states = self.states(fleet, keys)
-        for key, state in zip(keys, states, strict=True):
-            yield key, key_phase(state, states, now)
+        return list(zip(keys, fleet_phases(self.states(fleet, keys), now), strict=True))
 
-    def key_entries(self, fleet: str, now: int) -> list[KeyEntry]:
-        """Every usable SigningKey of the fleet for the verifier, with what only the operator
-        knows: retired by rotation, revoked outside its own spec."""
-        revoked = self.revoked_key_ids(fleet)
-        return [KeyEntry(name=key.name, spec=key.spec.model_dump(by_alias=True, mode="json"),
-                         retired=result.phase == KeyPhase.Retired,
-                         revoked=key.key_id in revoked)
-                for key, result in self.phases_of(fleet, now)]
+    def key_entries(self, fleet: str, now: int,
+                    key_ids: Iterable[str] | None = None) -> list[KeyEntry]:
+        """The SigningKeys of the fleet for the verifier (those with `key_ids` only, when given:
+        the keys a release's envelopes name), with what only the operator knows: retired by
+        rotation, revoked outside its own spec. Computed once per fleet change and second."""
+        version = self._versions[fleet]
+        cached = self._entries.get(fleet)
+        # Valid while nothing they depend on changed and no time-driven transition came.
+        if cached is None or cached[0] != version or not cached[1] > now >= cached[3]:
+            revoked = self.revoked_key_ids(fleet)
+            by_id: dict[str, list[KeyEntry]] = defaultdict(list)
+            phases = self.phases_of(fleet, now)
+            for key, result in phases:
+                by_id[key.key_id].append(KeyEntry.model_validate({
+                    "name": key.name, "spec": key.spec.model_dump(by_alias=True, mode="json"),
+                    "retired": result.phase == KeyPhase.Retired,
+                    "revoked": key.key_id in revoked}))
+            until = min((r.next_transition for _, r in phases if r.next_transition is not None),
+                        default=2**63)
+            cached = self._entries[fleet] = (version, until, by_id, now)
+        wanted = cached[2].keys() if key_ids is None else key_ids
+        return [entry for kid in wanted for entry in cached[2].get(kid, ())]
 
     def published_floor(self, fleet: str, product: str, tier: str) -> int | None:
         """The highest securityVersion of a Published release of (product, tier), if any."""
-        versions = [p.security_version for (f, _), p in self.published.items()
-                    if f == fleet and p.product == product and p.tier == tier]
-        return max(versions, default=None)
+        return max(self._published_versions.get((fleet, product, tier), {}).values(),
+                   default=None)
 
-    def published_by(self, fleet: str, key_ids: set[str]) -> list[PublishedRelease]:
+    def channel_floor(self, fleet: str, product: str, tier: str) -> int | None:
+        """The highest securityVersion of a job document of (product, tier) in a channel."""
+        return max(self._channel_versions.get((fleet, product, tier), {}).values(),
+                   default=None)
+
+    def published_by(self, fleet: str, key_ids: AbstractSet[str]) -> list[PublishedRelease]:
         return [p for (f, _), p in self.published.items()
-                if f == fleet and key_ids.intersection(p.key_ids)]
+                if f == fleet and not key_ids.isdisjoint(p.key_ids)]
+
+
+def _document_version(text: str) -> int | None:
+    try:
+        value = json.loads(text).get("securityVersion")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _identity(key: FleetKey | BadKey | None) -> object:
+    """What a key's phase depends on, of the object: which object, which spec."""
+    if isinstance(key, FleetKey):
+        return key.uid, key.generation
+    if isinstance(key, BadKey):
+        return key.message
+    return None

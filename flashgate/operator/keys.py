@@ -29,13 +29,15 @@ from flashgate.api import (
     RevokedKey,
     SigningKeyStatus,
 )
+from flashgate.operator import bundle
 from flashgate.operator.conditions import condition, merge_conditions
 from flashgate.operator.fleets import BadKey, FleetKey, FleetView
 from flashgate.operator.kube import JSON
 from flashgate.operator.metrics import Metrics
 from flashgate.operator.releases import ReleaseGate
-from flashgate.operator.store import SIGNING_KEYS, Store
+from flashgate.operator.store import BUNDLE_LABELS, SIGNING_KEYS, Store
 from flashgate.trust.rotation import KeyPhase, PhaseResult
+from flashgate.trust.vocabulary import format_time
 from flashgate.verifier_api.client import VerifierUnavailable
 from flashgate.verifier_api.models import KeyRequest, KeyVerdict
 
@@ -77,8 +79,10 @@ class KeyKeeper:
             self.withdrawn.setdefault(fleet, set()).update(fresh)
         now = self.clock()
         upcoming = []
-        for key, result in self.view.phases_of(fleet, int(now)):
-            await self._write_status(fleet, key, result)
+        phases = list(self.view.phases_of(fleet, int(now)))
+        unrevocable = await self._publish_bundle(fleet, phases, int(now))
+        for key, result in phases:
+            await self._write_status(fleet, key, result, unrevocable)
             if result.next_transition is not None and result.next_transition > now:
                 upcoming.append(result.next_transition - now)
         for bad in self.view.bad_keys(fleet):
@@ -104,7 +108,7 @@ class KeyKeeper:
                 unavailable = True
                 continue
             self.verdicts[(fleet, key.uid)] = (key.generation, verdict)
-            self.view.endorsed[(fleet, key.uid)] = (key.generation, verdict.endorsed)
+            self.view.set_endorsed(fleet, key, verdict.endorsed)
         return unavailable
 
     async def _record_revocations(self, fleet: str) -> None:
@@ -130,8 +134,10 @@ class KeyKeeper:
                 entry = recorded.get(kid)
                 if entry is None:
                     recorded[kid] = RevokedKey(revoked_at=now, signing_key=key.name,
-                                           tier=key.spec.tier, public_key=key.spec.public_key,
-                                           revocation=key.spec.revocation)
+                                               tier=key.spec.tier,
+                                               public_key=key.spec.public_key,
+                                               not_after=key.spec.not_after,
+                                               revocation=key.spec.revocation)
                     changed = True
                 elif entry.revocation is None and key.spec.revocation:
                     recorded[kid] = entry.model_copy(update={"revocation": key.spec.revocation})
@@ -143,12 +149,27 @@ class KeyKeeper:
         await self.store.update_revocations(fleet, update)
         fresh = await self.store.get_revocations(fleet)
         if fresh is not None:  # before the watch brings it: withdrawal must not wait for it
-            self.view.revocation_lists[fleet] = fresh
+            self.view.set_revocations(fleet, fresh)
         for kid, key in missing.items():
             log.info("%s: recorded the revocation of key %s (SigningKey %s)", fleet, kid,
                      key.name)
 
-    async def _write_status(self, fleet: str, key: FleetKey, result: PhaseResult) -> None:
+    async def _publish_bundle(self, fleet: str, phases: list[tuple[FleetKey, PhaseResult]],
+                              now: int) -> set[str]:
+        """The fleet's trust bundle, written when it changed; the names of revoked keys it
+        cannot carry a revocation for."""
+        if not phases and fleet not in self.view.revocation_lists:
+            return set()
+        text, missing = bundle.build(fleet, phases, self.view.revocation_lists.get(fleet), now)
+
+        def update(data: Mapping[str, str]) -> Mapping[str, str] | None:
+            return None if data == {bundle.BUNDLE_KEY: text} else {bundle.BUNDLE_KEY: text}
+
+        await self.store.update_configmap(fleet, bundle.BUNDLE_CONFIGMAP, BUNDLE_LABELS, update)
+        return {m.key.name for m in missing}
+
+    async def _write_status(self, fleet: str, key: FleetKey, result: PhaseResult,
+                            unrevocable: set[str]) -> None:
         generation, now = key.generation, self.now()
         status: Mapping[str, Any] = key.obj.get("status") or {}
         known = self.verdicts.get((fleet, key.uid))
@@ -164,6 +185,15 @@ class KeyKeeper:
                                     generation, now))
         conditions.append(condition("Ready", result.phase == KeyPhase.Active, result.reason,
                                     result.message, generation, now))
+        if result.phase == KeyPhase.Revoked:
+            told = key.name not in unrevocable
+            conditions.append(condition(
+                "DevicesToldOfRevocation", told,
+                "InTrustBundle" if told else "NoRootSignedRevocation",
+                "the trust bundle carries the root-signed revocation of this key" if told else
+                "no root-signed revocation (spec.revocation): devices keep trusting this key "
+                f"until its notAfter, {format_time(int(key.spec.not_after.timestamp()))}; "
+                "make one with `flashgate revoke` and set spec.revocation", generation, now))
         if verdict is None and result.phase == KeyPhase.Pending:
             message = "waiting for the verifier sidecar to check the endorsement"
             result = PhaseResult(KeyPhase.Pending, "AwaitingVerification", message)

@@ -32,9 +32,9 @@ from flashgate.operator.metrics import Metrics, count
 from flashgate.operator.releases import ReleaseGate
 from flashgate.operator.runtime import Watch, WorkQueue, object_key, run_workers
 from flashgate.operator.store import (
-    CHANNEL_SELECTOR,
     CONFIGMAPS,
     FIRMWARE_RELEASES,
+    PUBLISHED_SELECTOR,
     REVOCATION_LISTS,
     SIGNING_KEYS,
     KubeStore,
@@ -141,7 +141,16 @@ class Operator:
     def on_revocations(self, event: str, obj: JSON) -> None:
         self.fleets.add(self.view.on_revocations(event, obj))
 
-    def on_channel(self, event: str, obj: JSON) -> None:
+    def on_published(self, event: str, obj: JSON) -> None:
+        """A ConfigMap the operator publishes changed: a channel, or a fleet's trust bundle."""
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if labels.get("ota.flashgate.dev/kind") == "trust-bundle":
+            fleet, _ = object_key(obj)
+            data = obj.get("data") or {}
+            if event == "DELETED" or not self.keeper.store.wrote(fleet, object_key(obj)[1], data):
+                self.fleets.add(fleet)  # someone else's hand: the keys' reconcile rewrites it
+            return
+        self.view.on_channel(event, obj)
         target = self.guard.on_channel(event, obj)
         if target is not None:
             self.channels.add(target)
@@ -163,7 +172,7 @@ class Operator:
         handlers: list[tuple[object, Callable[[str, JSON], None], str | None]] = [
             (SIGNING_KEYS, self.on_key, None), (REVOCATION_LISTS, self.on_revocations, None),
             (FIRMWARE_RELEASES, self.on_release, None),
-            (CONFIGMAPS, self.on_channel, CHANNEL_SELECTOR)]
+            (CONFIGMAPS, self.on_published, PUBLISHED_SELECTOR)]
         scopes = self.cfg.namespaces or (None,)
         return [Watch(self.kube, resource, namespace, handler,  # type: ignore[arg-type]
                       label_selector=selector)

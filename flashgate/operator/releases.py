@@ -29,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -45,7 +46,8 @@ from flashgate.operator.kube import JSON
 from flashgate.operator.metrics import Metrics
 from flashgate.operator.redact import redact_text
 from flashgate.operator.store import FIRMWARE_RELEASES, Store
-from flashgate.trust.vocabulary import Reason
+from flashgate.trust.cose import CT_RELEASE, parse_sign1
+from flashgate.trust.vocabulary import Reason, TrustError
 from flashgate.verifier_api.client import VerifierUnavailable
 from flashgate.verifier_api.models import ReleaseRequest, ReleaseVerdict
 
@@ -54,9 +56,10 @@ log = logging.getLogger("flashgate.operator")
 Recording = ledger.Refused | tuple[RollbackFloor, Publication]
 """What recording a publication gave: refused, or the floor as written and the entry."""
 
-VERIFYING_AFTER = 1.0
+VERIFYING_AFTER = 3.0
 """A verification that takes longer than this is shown as Verifying (a quick one is not: that
-status write would cost more than the whole verification)."""
+status write would cost more than the whole verification, and under load it would add a write to
+every release just when writes are scarcest)."""
 
 
 class Verifier(Protocol):
@@ -253,7 +256,7 @@ class ReleaseGate:
 
     # ---- withdrawal (also called by the key reconciler on a revocation) -------------------
 
-    async def withdraw(self, fleet: str, key_ids: set[str]) -> list[str]:
+    async def withdraw(self, fleet: str, key_ids: AbstractSet[str]) -> list[str]:
         """Everything signed by `key_ids` leaves its channel; its ledger entry and its release
         say Withdrawn. Called after the revocation was recorded (see invariant 4)."""
         withdrawn: list[str] = []
@@ -261,7 +264,7 @@ class ReleaseGate:
         for floor in await self.store.list_floors(fleet):
             # Entries already marked withdrawn too: a publication racing this withdrawal may
             # have written its document after the mark (it then withdraws itself as well).
-            entries = [p for p in ledger.publications(floor) if key_ids.intersection(p.key_ids)]
+            entries = [p for p in ledger.publications(floor) if not key_ids.isdisjoint(p.key_ids)]
             if not entries:
                 continue
             await self.store.update_floor(
@@ -306,7 +309,7 @@ class ReleaseGate:
 
         await self.store.update_channel(fleet, floor.spec.product, entry.channel, update)
 
-    async def _scrub_channel(self, fleet: str, cm: JSON, key_ids: set[str]) -> None:
+    async def _scrub_channel(self, fleet: str, cm: JSON, key_ids: AbstractSet[str]) -> None:
         from flashgate.operator.channels import signer_key_ids
         labels = (cm.get("metadata") or {}).get("labels") or {}
         product, channel = labels.get("ota.flashgate.dev/product"), \
@@ -316,7 +319,7 @@ class ReleaseGate:
 
         def update(data: Mapping[str, str]) -> Mapping[str, str] | None:
             keep = {k: v for k, v in data.items()
-                    if not key_ids.intersection(signer_key_ids(v))}
+                    if key_ids.isdisjoint(signer_key_ids(v))}
             return keep if len(keep) != len(data) else None
 
         await self.store.update_channel(fleet, product, channel, update)
@@ -331,7 +334,8 @@ class ReleaseGate:
             "release": release.spec.model_dump(by_alias=True, mode="json",
                                                exclude={"republish"}),
             "floor": floor, "now": now,
-            "keys": [e.to_json() for e in self.view.key_entries(release.fleet, now)]})
+            "keys": [e.to_json() for e in self.view.key_entries(
+                release.fleet, now, _named_key_ids(release.spec.signatures))]})
         call = asyncio.ensure_future(self.verifier.verify_release(request))
         try:
             done, _ = await asyncio.wait({call}, timeout=VERIFYING_AFTER)
@@ -364,7 +368,7 @@ class ReleaseGate:
         sources = {
             "Published releases": self.view.published_floor(fleet, product, tier),
             "this operator's own publications": self.known_floors.get((fleet, product, tier)),
-            "job documents in channels": await self._channel_floor(fleet, product, tier),
+            "job documents in channels": self.view.channel_floor(fleet, product, tier),
         }
         found = {k: v for k, v in sources.items() if v is not None}
         if not found:
@@ -381,19 +385,6 @@ class ReleaseGate:
         self.metrics.floor_rebuilds.labels(fleet, tier).inc()
         floor = await self.store.get_floor(fleet, product, tier)
         return floor.spec.security_version if floor is not None else value
-
-    async def _channel_floor(self, fleet: str, product: str, tier: str) -> int | None:
-        found = []
-        for cm in await self.store.list_channels(fleet):
-            labels = (cm.get("metadata") or {}).get("labels") or {}
-            if labels.get("ota.flashgate.dev/product") != product:
-                continue
-            document = ledger.document_fields(((cm.get("data") or {}).get(f"{tier}.json"))
-                                              or "{}")
-            version = document.get("securityVersion")
-            if isinstance(version, int) and not isinstance(version, bool):
-                found.append(version)
-        return max(found, default=None)
 
     # ---- status ---------------------------------------------------------------------------
 
@@ -461,5 +452,17 @@ class ReleaseGate:
         return body
 
 
-def _revoked_message(key_ids: set[str]) -> str:
+def _named_key_ids(signatures: list[str]) -> set[str]:
+    """The keyIds the envelopes name (their kid: a hint, not trusted). Only those keys can take
+    part in the verdict, so only they are sent to the verifier, whatever the fleet's size."""
+    named = set()
+    for text in signatures:
+        try:
+            named.add(parse_sign1(text, CT_RELEASE).key_id)
+        except TrustError:
+            continue  # the verifier says what is wrong with it
+    return named
+
+
+def _revoked_message(key_ids: Iterable[str]) -> str:
     return "signed by revoked key " + ", ".join(sorted(key_ids))

@@ -44,6 +44,8 @@ VALIDATING_WEBHOOKS = Resource("admissionregistration.k8s.io", "v1",
                                "ValidatingWebhookConfiguration")
 
 CHANNEL_LABELS = {"ota.flashgate.dev/kind": "channel"}
+BUNDLE_LABELS = {"ota.flashgate.dev/kind": "trust-bundle"}
+PUBLISHED_SELECTOR = "ota.flashgate.dev/kind in (channel,trust-bundle)"
 CHANNEL_SELECTOR = "ota.flashgate.dev/kind=channel"
 COMPONENT = "flashgate-operator"
 _CONFLICT_RETRIES = 16
@@ -84,6 +86,11 @@ class Store(Protocol):
         ...
 
     async def list_channels(self, fleet: str) -> list[JSON]: ...
+
+    async def update_configmap(self, fleet: str, name: str, labels: Mapping[str, str],
+                               update: ChannelUpdate) -> bool:
+        """Another ConfigMap the operator publishes (the trust bundle), read-modify-write."""
+        ...
 
     def wrote(self, fleet: str, name: str, data: Mapping[str, str]) -> bool:
         """Whether `data` is what this store itself last wrote to that ConfigMap (a watch event
@@ -204,9 +211,13 @@ class KubeStore:
 
     async def update_channel(self, fleet: str, product: str, channel: str,
                              update: ChannelUpdate) -> bool:
-        name = channel_name(product, channel)
-        labels = {**MANAGED_BY, **CHANNEL_LABELS, "ota.flashgate.dev/product": product,
+        labels = {**CHANNEL_LABELS, "ota.flashgate.dev/product": product,
                   "ota.flashgate.dev/channel": channel}
+        return await self.update_configmap(fleet, channel_name(product, channel), labels, update)
+
+    async def update_configmap(self, fleet: str, name: str, labels: Mapping[str, str],
+                               update: ChannelUpdate) -> bool:
+        labels = {**MANAGED_BY, **labels}
         for _ in range(_CONFLICT_RETRIES):
             try:
                 cm: JSON | None = await self.kube.get(CONFIGMAPS, fleet, name)

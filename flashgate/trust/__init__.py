@@ -48,6 +48,7 @@ from flashgate.trust.rotation import (
     KeyPhase,
     KeyState,
     PhaseResult,
+    fleet_phases,
     key_phase,
 )
 from flashgate.trust.vocabulary import (
@@ -93,6 +94,7 @@ __all__ = [
     "decode_b64",
     "encode",
     "endorsed_record",
+    "fleet_phases",
     "format_duration",
     "format_time",
     "key_id",

@@ -195,7 +195,21 @@ def _phase_at(key: KeyState, successors: Sequence[KeyState], now: int) -> PhaseR
 
 def key_phase(key: KeyState, fleet_keys: Sequence[KeyState], now: int) -> PhaseResult:
     """The phase of `key` at `now`, given every SigningKey of its fleet (it may be among them)."""
-    successors = _successors(key, fleet_keys)
+    return _phase_with(key, _successors(key, fleet_keys), now)
+
+
+def fleet_phases(fleet_keys: Sequence[KeyState], now: int) -> list[PhaseResult]:
+    """`key_phase` of every key of a fleet, in order, in time linear in the number of keys (a
+    fleet may hold hundreds: each key's successors are found once, by name)."""
+    by_replaced: dict[str, list[KeyState]] = {}
+    for k in fleet_keys:
+        if k.replaces is not None:
+            by_replaced.setdefault(k.replaces, []).append(k)
+    return [_phase_with(k, [s for s in by_replaced.get(k.name, ()) if s.name != k.name], now)
+            for k in fleet_keys]
+
+
+def _phase_with(key: KeyState, successors: Sequence[KeyState], now: int) -> PhaseResult:
     current = _phase_at(key, successors, now)
     # The phase is a step function of time whose steps lie at these instants; the first one
     # ahead where the phase differs is the next transition.

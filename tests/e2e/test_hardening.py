@@ -186,7 +186,7 @@ def slow_server(gate_system: GateSystem) -> Iterator[str]:
 def test_release_in_flight_when_its_key_is_revoked_is_not_published(
         fleet: Fleet, slow_server: str) -> None:
     app = fleet.signing_key("app", "application")
-    data = b"slow firmware " * 4096  # ~56 KiB: about 3 s at the server's pace
+    data = b"slow firmware " * 11000  # ~150 KiB: about 7 s at the server's pace
     doc = fleet.release_doc("in-flight", [app], data=data, security_version=4)
     _Slow.bodies[f"/{fleet.namespace}/in-flight.bin"] = data
     doc["spec"]["artifact"]["url"] = f"{slow_server}/{fleet.namespace}/in-flight.bin"

@@ -11,6 +11,7 @@ These are fakes of I/O only: every decision under test is the operator's own cod
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import json
@@ -37,6 +38,7 @@ from flashgate.operator.store import (
 )
 from flashgate.signing.filekeys import KeySigner, generate
 from flashgate.trust import Algorithm
+from flashgate.trust.cose import CT_RELEASE, sign1
 from flashgate.trust.vocabulary import Reason, format_time
 from flashgate.verifier_api.client import VerifierUnavailable
 from flashgate.verifier_api.models import KeyRequest, KeyVerdict, ReleaseRequest, ReleaseVerdict
@@ -130,17 +132,20 @@ class MemoryStore:
 
     async def update_channel(self, fleet: str, product: str, channel: str,
                              update: ChannelUpdate) -> bool:
-        await self.point(f"update channel {channel}")
-        name = channel_name(product, channel)
+        return await self.update_configmap(fleet, channel_name(product, channel), {
+            "ota.flashgate.dev/kind": "channel", "ota.flashgate.dev/product": product,
+            "ota.flashgate.dev/channel": channel}, update, point=f"update channel {channel}")
+
+    async def update_configmap(self, fleet: str, name: str, labels: Mapping[str, str],
+                               update: ChannelUpdate, point: str = "update configmap") -> bool:
+        await self.point(point)
         current = self.get("ConfigMap", fleet, name)
         data = dict((current or {}).get("data") or {})
         new = update(data)
         if new is None:
             return False
-        self.put("ConfigMap", {"metadata": {
-            "name": name, "namespace": fleet, "labels": {
-                "ota.flashgate.dev/kind": "channel", "ota.flashgate.dev/product": product,
-                "ota.flashgate.dev/channel": channel}}, "data": dict(new)})
+        self.put("ConfigMap", {"metadata": {"name": name, "namespace": fleet,
+                                            "labels": dict(labels)}, "data": dict(new)})
         self.written[(fleet, name)] = data_digest(new)
         return True
 
@@ -310,8 +315,13 @@ class World:
         return signer
 
     def add_release(self, name: str, signers: list[KeySigner], **spec: Any) -> JSON:
+        """A release whose envelopes are real ones by `signers` (the gate reads their kid to
+        choose the keys it sends); the scripted verifier decides on the signers alone."""
         self.verifier.signers[name] = tuple(s.key_id for s in signers)
-        obj = self.store.put("FirmwareRelease", release_object(self.fleet, name, **spec))
+        obj = release_object(self.fleet, name, **spec)
+        obj["spec"]["signatures"] = [
+            base64.b64encode(sign1(s, CT_RELEASE, name.encode())).decode() for s in signers]
+        obj = self.store.put("FirmwareRelease", obj)
         self.sync()
         return obj
 

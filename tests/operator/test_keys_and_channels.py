@@ -154,3 +154,61 @@ def test_the_start_up_audit_repairs_and_removes_what_no_ledger_explains() -> Non
     assert json.loads(world.store.channel(world.fleet)["application.json"])["release"] == "v1"
     assert world.store.channel(world.fleet, product="other") == {}
     assert asyncio.run(world.guard.audit(world.fleet)) == 0
+
+
+# ---- the trust bundle ------------------------------------------------------------------------
+
+
+def bundle(world: World) -> dict[str, object]:
+    cm = world.store.get("ConfigMap", world.fleet, "flashgate-trust-bundle")
+    assert cm is not None
+    return dict(json.loads(cm["data"]["bundle.json"]))
+
+
+def test_the_trust_bundle_carries_trusted_keys_and_root_signed_revocations() -> None:
+    world = World()
+    world.add_key("app", endorsement="YXBw")
+    world.add_key("boot", tier="bootloader", endorsement="Ym9vdA==")
+    staged = world.add_key("next", endorsement="bmV4dA==",
+                           activateAt=format_time(NOW + 3600))
+    world.add_key("leaked", endorsement="bGVha2Vk")
+    world.add_key("lost", endorsement="bG9zdA==")
+    asyncio.run(world.keys())
+    first = bundle(world)
+    assert first["endorsements"] == {"application": ["YXBw", "bG9zdA==", "bGVha2Vk", "bmV4dA=="],
+                                     "bootloader": ["Ym9vdA=="], "config": [], "driver": [],
+                                     "os": []}
+    assert staged.key_id and first["revocations"] == []
+    obj = world.store.get("SigningKey", world.fleet, "leaked")
+    assert obj is not None
+    obj["spec"].update(revoked=True, revocation="cmV2b2tlZA==")
+    world.store.put("SigningKey", obj)
+    world.revoke("lost")  # revoked, but no root-signed revocation
+    asyncio.run(world.keys())
+    after = bundle(world)
+    assert after["revocations"] == ["cmV2b2tlZA=="]
+    assert "bGVha2Vk" not in after["endorsements"]["application"]  # type: ignore[index]
+    told = {c["type"]: c for c in status(world, "SigningKey", "lost")["conditions"]}  # type: ignore[union-attr]
+    assert told["DevicesToldOfRevocation"]["status"] == "False"
+    assert "devices keep trusting this key until its notAfter" in told["DevicesToldOfRevocation"]["message"]
+    leaked = {c["type"]: c for c in status(world, "SigningKey", "leaked")["conditions"]}  # type: ignore[union-attr]
+    assert leaked["DevicesToldOfRevocation"]["status"] == "True"
+    # The revocation outlives its SigningKey: it is on the RevocationList.
+    del world.store.objects[("SigningKey", world.fleet, "leaked")]
+    world.view.on_key("DELETED", {"metadata": {"namespace": world.fleet, "name": "leaked"}})
+    asyncio.run(world.keys())
+    assert bundle(world)["revocations"] == ["cmV2b2tlZA=="]
+
+
+def test_a_forged_trust_bundle_is_rewritten() -> None:
+    world = World()
+    world.add_key("app", endorsement="YXBw")
+    asyncio.run(world.keys())
+    good = bundle(world)
+    cm = world.store.get("ConfigMap", world.fleet, "flashgate-trust-bundle")
+    assert cm is not None
+    cm["data"]["bundle.json"] = json.dumps({"endorsements": {"application": ["Zm9yZ2Vk"]}})
+    world.store.put("ConfigMap", cm)
+    assert not world.store.wrote(world.fleet, "flashgate-trust-bundle", cm["data"])
+    asyncio.run(world.keys())
+    assert bundle(world) == good

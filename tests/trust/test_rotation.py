@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flashgate.trust import TRUSTED_PHASES, KeyPhase, KeyState, key_phase
+from flashgate.trust import TRUSTED_PHASES, KeyPhase, KeyState, fleet_phases, key_phase
 
 NB = 1_000_000
 NA = 2_000_000
@@ -189,3 +189,10 @@ def test_next_transition_is_exactly_when_the_phase_first_changes(
         assert key_phase(key, fleet, t).phase is result.phase, t
     if result.next_transition is not None:
         assert key_phase(key, fleet, result.next_transition).phase is not result.phase
+
+
+@given(_rotations())
+def test_fleet_phases_agrees_with_key_phase_key_by_key(
+        rotation: tuple[KeyState, list[KeyState], int]) -> None:
+    _, fleet, now = rotation
+    assert fleet_phases(fleet, now) == [key_phase(k, fleet, now) for k in fleet]
