@@ -29,7 +29,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pydantic import BaseModel, ValidationError
 
-from flashgate.api import DEFAULT_OVERLAP, MAX_SECURITY_VERSION
+from flashgate.api import (
+    DEFAULT_OVERLAP,
+    MAX_SECURITY_VERSION,
+    FirmwareReleaseSpec,
+    SigningKeySpec,
+)
 from flashgate.signing import devfile, filekeys
 from flashgate.signing.errors import StationError, UsageError
 from flashgate.signing.files import Output, check_readable, hash_file, read_text
@@ -755,7 +760,6 @@ def _revoke(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     # Imported here: the sidecar's service (and aiohttp) load only for `verify`.
     from flashgate.signing.offline import verify_offline
-    from flashgate.verifier_api.models import ReleaseSpec
 
     now = parse_time(args.now, _now(), "--now") if args.now else _now()
     release = load_release(args.release, "--release")
@@ -767,7 +771,8 @@ def _verify(args: argparse.Namespace) -> int:
     keys = _fleet_keys(load_signing_keys(args.keys, "--keys"), fleet)
     answer = verify_offline(
         roots=roots, policy=policy, fleet=fleet, name=release.name,
-        release=_validated_spec(ReleaseSpec, release.doc["spec"], f"--release {args.release}"),
+        release=_validated_spec(FirmwareReleaseSpec, release.doc["spec"],
+                                f"--release {args.release}"),
         keys=keys, artifact=args.artifact, floor=args.floor, now=now, progress=sys.stderr,
         warn=lambda message: _say(f"warning: {message}"))
     if not answer.accepted:
@@ -785,7 +790,6 @@ def _verify(args: argparse.Namespace) -> int:
 def _fleet_keys(found: Sequence[SigningKeyFile], fleet: str) -> list[FleetKey]:
     """The release's fleet's SigningKeys, as the operator hands them to the sidecar."""
     from flashgate.signing.offline import FleetKey
-    from flashgate.verifier_api.models import SigningKeySpec
 
     keys = []
     for key in found:

@@ -20,19 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from flashgate.api import FirmwareReleaseSpec, SigningKeySpec
 from flashgate.signing.files import hash_file
 from flashgate.trust.durations import parse_duration
 from flashgate.trust.keyring import KeyRecord
 from flashgate.trust.release import Policy
 from flashgate.trust.rotation import DEFAULT_OVERLAP, KeyPhase, KeyState, key_phase
-from flashgate.verifier_api.models import (
-    KeyEntry,
-    KeyRequest,
-    ReleaseRequest,
-    ReleaseSpec,
-    ReleaseVerdict,
-    SigningKeySpec,
-)
+from flashgate.verifier_api.models import KeyEntry, KeyRequest, ReleaseRequest, ReleaseVerdict
 from flashgate.verifier_sidecar.fetch import FetchResult
 from flashgate.verifier_sidecar.metrics import Metrics
 from flashgate.verifier_sidecar.service import VerifierService
@@ -63,7 +57,7 @@ class FleetKey:
 
 
 def verify_offline(*, roots: Sequence[KeyRecord], policy: Policy, fleet: str, name: str,
-                   release: ReleaseSpec, keys: Sequence[FleetKey], artifact: Path,
+                   release: FirmwareReleaseSpec, keys: Sequence[FleetKey], artifact: Path,
                    floor: int | None, now: int, progress: TextIO | None,
                    warn: Callable[[str], None]) -> ReleaseVerdict:
     """The sidecar's verdict on `release`, with `artifact` as the bytes behind its URL.

@@ -34,7 +34,7 @@ from flashgate.trust.keys import (
     spki_to_pem,
     verify_signature,
 )
-from flashgate.trust.payloads import KeyEndorsement, ReleaseManifest, Revocation
+from flashgate.trust.payloads import MAX_UINT, KeyEndorsement, ReleaseManifest, Revocation
 from flashgate.trust.release import (
     MAX_SIGNATURES,
     Policy,
@@ -67,6 +67,7 @@ __all__ = [
     "DEFAULT_OVERLAP",
     "MAX_ENVELOPE_BYTES",
     "MAX_SIGNATURES",
+    "MAX_UINT",
     "ROOT",
     "TRUSTED_PHASES",
     "Algorithm",

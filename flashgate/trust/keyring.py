@@ -26,11 +26,11 @@ from typing import Final, Literal
 from flashgate.trust.cose import CT_KEY, CT_REVOCATION, parse_sign1, verify_sign1
 from flashgate.trust.keys import key_id as compute_key_id
 from flashgate.trust.keys import load_spki
-from flashgate.trust.payloads import KeyEndorsement, Revocation
+from flashgate.trust.payloads import MAX_UINT, KeyEndorsement, Revocation
 from flashgate.trust.vocabulary import Algorithm, Reason, Tier, TrustError, Verdict, format_time
 
 ROOT: Final = "root"
-ROOT_NOT_AFTER: Final = 2**64 - 1
+ROOT_NOT_AFTER: Final = MAX_UINT
 """A root is configured out of band (sidecar configuration, device ROM) and trusted for as long
 as it is configured: the end of the wire format's time range (uint64 seconds)."""
 

@@ -19,10 +19,12 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Protocol
 
 from yarl import URL
 
+from flashgate.api import SigningKeySpec
 from flashgate.trust import (
     KeyRecord,
     KeyRing,
@@ -46,8 +48,6 @@ from flashgate.verifier_api.models import (
     KeyVerdict,
     ReleaseRequest,
     ReleaseVerdict,
-    SigningKeySpec,
-    whole_seconds,
 )
 from flashgate.verifier_sidecar.fetch import FetchError, FetchResult
 from flashgate.verifier_sidecar.metrics import Metrics
@@ -60,6 +60,13 @@ class ArtifactSource(Protocol):
     """What the service needs of a fetcher (fetch.Fetcher; tests may use another)."""
 
     async def fetch(self, url: str, expected_size: int) -> FetchResult: ...
+
+
+def whole_seconds(value: datetime) -> int | None:
+    """Unix seconds of an RFC 3339 time, or None when it has a fraction (payloads are whole)."""
+    if value.microsecond:
+        return None
+    return int(value.timestamp())
 
 
 def redact(url: str) -> str:

@@ -178,7 +178,9 @@ def test_bootloader_threshold_from_config(fleet: Fleet) -> None:
     one, calls = verify(fleet, fleet.release([a], "bootloader"), keys)
     rejected(one, Reason.ThresholdNotMet)
     assert calls == 0
-    twice, _ = verify(fleet, fleet.release([a, a], "bootloader"), keys)
+    # One key signing twice counts once (ES256 signatures differ, so the API's "distinct
+    # signatures" rule does not refuse the list).
+    twice, _ = verify(fleet, fleet.release([b, b], "bootloader"), keys)
     rejected(twice, Reason.ThresholdNotMet)
     # The same release passes a sidecar configured with threshold 1: the number is the config's.
     lenient, _ = verify(fleet, fleet.release([a], "bootloader"), keys, thresholds={})
@@ -196,9 +198,12 @@ def test_signature_invalid(fleet: Fleet) -> None:
     verdict, calls = verify(fleet, release, [fleet.entry(app, "application")])
     rejected(verdict, Reason.SignatureInvalid)
     assert calls == 0
-    garbage, _ = verify(fleet, {**release, "signatures": ["not base64!"]},
+    garbage, _ = verify(fleet, {**release, "signatures": [b64(b"not a COSE_Sign1")]},
                         [fleet.entry(app, "application")])
     rejected(garbage, Reason.SignatureInvalid)
+    # Not base64 at all: the API (FirmwareReleaseSpec) refuses it, so the request is a 400.
+    with pytest.raises(ValidationError, match="signatures"):
+        verify(fleet, {**release, "signatures": ["not base64!"]}, [fleet.entry(app, "application")])
 
 
 def test_unknown_key(fleet: Fleet) -> None:
@@ -338,8 +343,7 @@ def test_size_mismatch(fleet: Fleet, stored: bytes) -> None:
     assert verdict.size == min(len(stored), 5001)
 
 
-@pytest.mark.parametrize("url", ["http://example.com/fw.bin", "https://[zz]/fw.bin",
-                                 "https://a..b/fw.bin", "gopher://x/", "no scheme at all",
+@pytest.mark.parametrize("url", ["https://[zz]/fw.bin", "https://a..b/fw.bin",
                                  "https://169.254.169.254/latest/meta-data/fw.bin",
                                  "https://10.0.0.1/fw.bin", "file:///etc/passwd",
                                  "https://kubernetes.default.svc/fw.bin"])
@@ -348,6 +352,15 @@ def test_artifact_url_not_allowed(fleet: Fleet, url: str) -> None:
     verdict, _ = verify(fleet, fleet.release([app], url=url), [fleet.entry(app, "application")])
     rejected(verdict, Reason.ArtifactURLNotAllowed)
     assert verdict.key_ids == [app.key_id]
+
+
+@pytest.mark.parametrize("url", ["http://example.com/fw.bin", "gopher://x/", "no scheme at all"])
+def test_artifact_urls_the_api_refuses_are_bad_requests(fleet: Fleet, url: str) -> None:
+    """The request embeds the API's FirmwareReleaseSpec: what the API server would never admit
+    is refused as a request (HTTP 400), not answered with a verdict."""
+    app = generate(Algorithm.ED25519)
+    with pytest.raises(ValidationError, match=r"artifact\.url"):
+        verify(fleet, fleet.release([app], url=url), [fleet.entry(app, "application")])
 
 
 def test_file_urls_off_unless_configured(fleet: Fleet) -> None:
@@ -423,7 +436,8 @@ def test_key_not_endorsed(fleet: Fleet) -> None:
     other_tier = verify_key(fleet, fleet.key_spec(
         key, "bootloader", endorsement=fleet.endorse(key, "os")))
     assert not other_tier.endorsed and other_tier.reason == Reason.ManifestMismatch
-    bad_pem = verify_key(fleet, {**fleet.key_spec(key, "os"), "publicKey": "not a key"})
+    not_a_key = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"  # PEM-shaped
+    bad_pem = verify_key(fleet, {**fleet.key_spec(key, "os"), "publicKey": not_a_key})
     assert not bad_pem.endorsed and bad_pem.reason == Reason.SignatureInvalid
     fraction = verify_key(fleet, {**fleet.key_spec(key, "os"),
                                   "notBefore": rfc3339(NOT_BEFORE).replace("Z", ".5Z")})
