@@ -40,6 +40,7 @@ from flashgate.trust.release import (
     Policy,
     check_artifact,
     check_rollback,
+    final_verdict,
     verify_release,
 )
 from flashgate.trust.rotation import (
@@ -94,6 +95,7 @@ __all__ = [
     "decode_b64",
     "encode",
     "endorsed_record",
+    "final_verdict",
     "format_duration",
     "format_time",
     "key_id",

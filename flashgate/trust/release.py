@@ -265,3 +265,12 @@ def check_artifact(
         f"{expected.artifact_sha256.hex()} as signed",
         manifest=expected,
     )
+
+
+def final_verdict(signed: Verdict, artifact: Verdict) -> Verdict:
+    """The verdict on a release whose steps 1-7 passed (`signed`, from `verify_release`) once
+    step 8 checked its artifact (`artifact`, from `check_artifact`): the artifact's rejection, or
+    an acceptance saying both; either way carrying the keyIds that signed."""
+    if not artifact.accepted:
+        return replace(artifact, key_ids=signed.key_ids)
+    return Verdict.accept(f"{signed.message}; {artifact.message}", key_ids=signed.key_ids)

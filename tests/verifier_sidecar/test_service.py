@@ -322,6 +322,21 @@ def test_rollback_and_fast_forward(fleet: Fleet) -> None:
     rejected(tight, Reason.FastForwardRejected)
 
 
+def test_cost_does_not_grow_with_the_fleets_keys(fleet: Fleet) -> None:
+    """Only the keys the envelopes name are looked at, and their endorsements are verified once
+    while cached: 50 other keys in the request cost no signature check."""
+    app = generate(Algorithm.ED25519)
+    others = [fleet.entry(generate(Algorithm.ED25519), "os", f"os-{i}") for i in range(50)]
+    service, _ = service_for(fleet)
+    request = ReleaseRequest.model_validate({
+        "fleet": fleet.name, "name": "r", "release": fleet.release([app]),
+        "keys": [*others, fleet.entry(app, "application")], "floor": 5, "now": NOW})
+    for _ in range(3):
+        verdict = asyncio.run(service.verify_release(request))
+        assert verdict.verdict == "accepted", verdict.message
+    assert (service.endorsements.verifications, service.endorsements.hits) == (1, 2)
+
+
 # ---- step 8: the artifact ------------------------------------------------------------------
 
 def test_hash_mismatch(fleet: Fleet) -> None:
