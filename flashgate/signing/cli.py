@@ -46,6 +46,7 @@ from flashgate.signing.inputs import (
     parse_duration,
     parse_time,
 )
+from flashgate.signing.offline import verify_offline
 from flashgate.signing.resources import (
     DEFAULT_CHANNEL,
     ReleaseFile,
@@ -60,6 +61,7 @@ from flashgate.signing.resources import (
 )
 from flashgate.trust import cose
 from flashgate.trust.durations import format_duration
+from flashgate.trust.fleet import FleetKey
 from flashgate.trust.keyring import ROOT, KeyRecord, root_key
 from flashgate.trust.keys import key_id as compute_key_id
 from flashgate.trust.keys import spki_from_pem, spki_to_pem
@@ -68,7 +70,6 @@ from flashgate.trust.release import Policy
 from flashgate.trust.vocabulary import Algorithm, Tier, TrustError
 
 if TYPE_CHECKING:
-    from flashgate.signing.offline import FleetKey
     from flashgate.signing.pkcs11 import HsmKey, Pkcs11Token
 
 _S = TypeVar("_S", bound=BaseModel)
@@ -758,9 +759,6 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    # Imported here: the sidecar's service (and aiohttp) load only for `verify`.
-    from flashgate.signing.offline import verify_offline
-
     now = parse_time(args.now, _now(), "--now") if args.now else _now()
     release = load_release(args.release, "--release")
     fleet = release.manifest.fleet
@@ -770,27 +768,27 @@ def _verify(args: argparse.Namespace) -> int:
     roots = [_root_record(path) for path in args.root]
     keys = _fleet_keys(load_signing_keys(args.keys, "--keys"), fleet)
     answer = verify_offline(
-        roots=roots, policy=policy, fleet=fleet, name=release.name,
+        roots=roots, policy=policy, fleet=fleet,
         release=_validated_spec(FirmwareReleaseSpec, release.doc["spec"],
                                 f"--release {args.release}"),
         keys=keys, artifact=args.artifact, floor=args.floor, now=now, progress=sys.stderr,
         warn=lambda message: _say(f"warning: {message}"))
-    if not answer.accepted:
-        print(f"rejected {answer.reason}: {answer.message}")
+    verdict = answer.verdict
+    if not verdict.accepted:
+        print(f"rejected {verdict.reason}: {verdict.message}")
         return 1
     names = {compute_key_id(spki_from_pem(k.spec.public_key)): k.name for k in keys}
-    signers = ", ".join(f"{names[k]} ({k})" if k in names else k for k in answer.key_ids)
+    signers = ", ".join(f"{names[k]} ({k})" if k in names else k for k in verdict.key_ids)
     m = release.manifest
+    sha256 = answer.sha256.hex() if answer.sha256 is not None else None
     print(f"accepted {release.name}: {m.tier} {m.product} {m.version} (securityVersion "
-          f"{m.security_version}), sha256 {answer.sha256}, signed by {signers}")
-    _say(f"OK: {answer.message}")
+          f"{m.security_version}), sha256 {sha256}, signed by {signers}")
+    _say(f"OK: {verdict.message}")
     return 0
 
 
 def _fleet_keys(found: Sequence[SigningKeyFile], fleet: str) -> list[FleetKey]:
     """The release's fleet's SigningKeys, as the operator hands them to the sidecar."""
-    from flashgate.signing.offline import FleetKey
-
     keys = []
     for key in found:
         if key.fleet != fleet:
