@@ -127,7 +127,7 @@ def test_station_and_sidecar_agree_case_by_case(fleet: Fleet) -> None:
 
 def test_the_station_imports_nothing_of_the_sidecar() -> None:
     code = ("import sys\n"
-            "import flashgate.signing.cli, flashgate.signing.offline\n"
+            "import flashgate.signing.cli, flashgate.signing.offline, flashgate.signing.station\n"
             "bad = sorted(m for m in sys.modules if m.startswith(('flashgate.verifier_sidecar',"
             " 'flashgate.verifier_api', 'aiohttp')))\n"
             "print(','.join(bad))\n")
