@@ -65,7 +65,7 @@ def worker(url: str, size: int, ca: str | None) -> None:
     started = time.perf_counter()
     result = asyncio.run(fetcher.fetch(url, size))
     seconds = time.perf_counter() - started
-    assert result.size == size and not result.truncated and not result.oversized, result
+    assert result.size == size and not result.short and not result.oversized, result
     print(json.dumps({"seconds": seconds, "sha256": result.sha256.hex(),
                       "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 

@@ -87,5 +87,5 @@ def verify_offline(*, roots: Sequence[KeyRecord], policy: Policy, fleet: str,
     digest = hash_file(artifact, "--artifact", limit=expected.artifact_size + 1,
                        progress=progress)
     checked = check_artifact(expected, digest.size, digest.sha256,
-                             truncated=digest.size > expected.artifact_size)
+                             oversized=digest.size > expected.artifact_size)
     return OfflineVerdict(final_verdict(signed, checked), digest.sha256, digest.size)

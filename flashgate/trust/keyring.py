@@ -130,14 +130,6 @@ class KeyRing:
     def get(self, key_id: str) -> KeyRecord | None:
         return self._records.get(key_id)
 
-    def trust_set(self, tier: Tier, now: int) -> list[KeyRecord]:
-        """Keys of `tier` that may sign a release at `now`: not revoked or retired, valid."""
-        return [
-            r
-            for r in self._records.values()
-            if r.tier == tier and not r.revoked and not r.retired and r.valid_at(now)
-        ]
-
     def roots(self) -> list[KeyRecord]:
         """The root records (tier "root")."""
         return [r for r in self._records.values() if r.tier == ROOT]

@@ -235,7 +235,7 @@ def verify_release(
 
 
 def check_artifact(
-    expected: ReleaseManifest, observed_size: int, observed_sha256: bytes, truncated: bool
+    expected: ReleaseManifest, observed_size: int, observed_sha256: bytes, oversized: bool
 ) -> Verdict:
     """Tail of step 8: the fetched bytes against the signed size and digest.
 
@@ -243,10 +243,10 @@ def check_artifact(
         expected: The verified manifest.
         observed_size: Bytes received (the fetcher stops at the signed size).
         observed_sha256: SHA-256 of the bytes received.
-        truncated: The source had more bytes than the signed size (the fetcher stopped early).
+        oversized: The source had more bytes than the signed size (the fetcher stopped early).
     """
     size = expected.artifact_size
-    if truncated:
+    if oversized:
         return Verdict.reject(
             Reason.SizeMismatch, f"artifact has more than the signed {size} bytes"
         )

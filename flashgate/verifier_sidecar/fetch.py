@@ -62,13 +62,9 @@ class FetchResult:
     url: str
     size: int
     sha256: bytes
-    truncated: bool  # the source ended before the declared size
+    short: bool  # the source ended before the declared size
     oversized: bool  # the source had more than the declared size; reading stopped
     seconds: float
-
-    @property
-    def scheme(self) -> str:
-        return URL(self.url).scheme
 
 
 class _Clock:
@@ -132,10 +128,6 @@ class Fetcher:
         self._ssl = ssl.create_default_context()
         if ca_file is not None:
             self._ssl.load_verify_locations(cafile=str(ca_file))
-
-    async def check_url(self, url: str) -> CheckedURL:
-        """The URL policy alone (no connection). Raises URLNotAllowed or ArtifactUnavailable."""
-        return await self.checker.check(url)
 
     async def fetch(self, url: str, expected_size: int) -> FetchResult:
         """Stream the artifact at url into SHA-256, reading at most expected_size + 1 bytes.
@@ -271,7 +263,7 @@ async def _hash_stream(response: aiohttp.ClientResponse, url: str, expected: int
     length = response.content_length
     if length is not None and length > expected:
         # The server says so itself: no need to read a body we would refuse anyway.
-        return FetchResult(url, length, b"", truncated=False, oversized=True,
+        return FetchResult(url, length, b"", short=False, oversized=True,
                            seconds=clock.elapsed())
     got = 0
     content = response.content
@@ -289,7 +281,7 @@ async def _hash_stream(response: aiohttp.ClientResponse, url: str, expected: int
         take = min(len(chunk), limit - got)
         digest.update(memoryview(chunk)[:take] if take < len(chunk) else chunk)
         got += take
-    return FetchResult(url, got, digest.digest(), truncated=got < expected,
+    return FetchResult(url, got, digest.digest(), short=got < expected,
                        oversized=got > expected, seconds=clock.elapsed())
 
 
@@ -335,5 +327,5 @@ def _hash_file(checked: CheckedURL, root: Path, expected: int, clock: _Clock) ->
                 break
             digest.update(view[:n])
             got += n
-    return FetchResult(checked.url.human_repr(), got, digest.digest(), truncated=got < expected,
+    return FetchResult(checked.url.human_repr(), got, digest.digest(), short=got < expected,
                        oversized=got > expected, seconds=clock.elapsed())

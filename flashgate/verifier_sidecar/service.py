@@ -27,7 +27,6 @@ from yarl import URL
 from flashgate.trust import (
     KeyRecord,
     Policy,
-    Reason,
     TrustError,
     Verdict,
     check_artifact,
@@ -135,13 +134,12 @@ class VerifierService:
         try:
             fetched = await self._fetch(spec.artifact.url, expected.artifact_size)
         except FetchError as exc:
-            failed = Verdict.reject(Reason(exc.reason),
+            failed = Verdict.reject(exc.reason,
                                     f"artifact {redact(spec.artifact.url)}: {exc.message}",
                                     key_ids=signed.key_ids)
             return _answer(failed, None, started)
-        # trust's `truncated` means "the fetcher stopped early": the source had more bytes.
         checked = check_artifact(expected, fetched.size, fetched.sha256,
-                                 truncated=fetched.oversized)
+                                 oversized=fetched.oversized)
         return _answer(final_verdict(signed, checked), fetched, started)
 
     async def _fetch(self, url: str, size: int) -> FetchResult:

@@ -16,8 +16,11 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from yarl import URL
+
+from flashgate.trust.vocabulary import Reason
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -33,9 +36,9 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class FetchError(Exception):
-    """A fetch that did not produce the artifact's bytes; `reason` is a DESIGN.md reason name."""
+    """A fetch that did not produce the artifact's bytes; `reason` is the verdict's reason."""
 
-    reason = "ArtifactUnavailable"
+    reason: ClassVar[Reason] = Reason.ArtifactUnavailable
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -45,13 +48,13 @@ class FetchError(Exception):
 class URLNotAllowed(FetchError):
     """The URL policy refused the URL before any connection (→ ArtifactURLNotAllowed)."""
 
-    reason = "ArtifactURLNotAllowed"
+    reason: ClassVar[Reason] = Reason.ArtifactURLNotAllowed
 
 
 class ArtifactUnavailable(FetchError):
     """The transfer failed: DNS, TLS, HTTP status, timeout, too slow (→ ArtifactUnavailable)."""
 
-    reason = "ArtifactUnavailable"
+    reason: ClassVar[Reason] = Reason.ArtifactUnavailable
 
 
 @dataclass(frozen=True)

@@ -484,7 +484,7 @@ def test_downloads_are_bounded(fleet: Fleet) -> None:
             self.peak = max(self.peak, self.running)
             await asyncio.sleep(0.05)
             self.running -= 1
-            return FetchResult(url, 0, b"", truncated=True, oversized=False, seconds=0.05)
+            return FetchResult(url, 0, b"", short=True, oversized=False, seconds=0.05)
 
     settings = fleet.settings(maxConcurrentFetches=2)
     source = SlowSource()
