@@ -20,6 +20,10 @@ read-only file (a ConfigMap mounted into the sidecar container) and never from a
     maxConcurrentFetches: 4
     allowFileURLs: false         # demos and tests only; then fileRoot is required
     fileRoot: /srv/artifacts
+    artifactURLPrefixes:         # when set, artifact URLs must lie under one of these (all fleets)
+      - https://fw.example.com/firmware/
+    fleets:                      # per fleet (namespace); a fleet's own list replaces the default
+      gw-1: {artifactURLPrefixes: [s3://gw-1-firmware/]}
     allowedHosts: []             # host names or IPs exempt from the private-address denial
     allowedNetworks: []          # CIDRs exempt from it
     caFile: /etc/flashgate/ca.pem  # extra CAs for https, besides the system ones
@@ -54,6 +58,7 @@ from flashgate.trust import Algorithm, KeyRecord, Policy, Tier, TrustError, spki
 from flashgate.trust.keyring import root_key
 from flashgate.verifier_sidecar.fetch import FetchLimits, URLPolicy
 from flashgate.verifier_sidecar.s3 import S3Settings
+from flashgate.verifier_sidecar.urlpolicy import ArtifactPrefixes, URLPrefix
 
 
 class ConfigError(Exception):
@@ -102,6 +107,22 @@ class S3Section(_Model):
                           session_token_file=self.session_token_file)
 
 
+def _prefixes(value: list[str] | None) -> list[str] | None:
+    for text in value or ():
+        URLPrefix.parse(text)  # ValueError says which and why
+    return value
+
+
+class FleetSection(_Model):
+    """What differs for one fleet (namespace)."""
+
+    artifact_url_prefixes: list[str] | None = Field(
+        default=None, alias="artifactURLPrefixes",
+        description="this fleet's allowed artifact locations; replaces the default list")
+
+    _check_prefixes = field_validator("artifact_url_prefixes")(_prefixes)
+
+
 class SidecarConfig(_Model):
     """The file's schema; field names are camelCase in the file."""
 
@@ -118,10 +139,16 @@ class SidecarConfig(_Model):
     max_concurrent_fetches: int = Field(default=4, ge=1, le=256)
     allow_file_urls: bool = Field(default=False, alias="allowFileURLs")
     file_root: Path | None = None
+    artifact_url_prefixes: list[str] | None = Field(
+        default=None, alias="artifactURLPrefixes",
+        description="when set, every artifact URL must lie under one of these")
+    fleets: dict[str, FleetSection] = Field(default_factory=dict)
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list)
     ca_file: Path | None = None
     s3: S3Section | None = None
+
+    _check_prefixes = field_validator("artifact_url_prefixes")(_prefixes)
 
     @field_validator("thresholds")
     @classmethod
@@ -163,6 +190,12 @@ class Settings:
         return URLPolicy.make(allow_file=c.allow_file_urls, file_root=c.file_root,
                               allowed_hosts=c.allowed_hosts,
                               allowed_networks=[str(n) for n in c.allowed_networks])
+
+    @property
+    def artifact_prefixes(self) -> ArtifactPrefixes:
+        c = self.config
+        return ArtifactPrefixes.make(c.artifact_url_prefixes, {
+            fleet: section.artifact_url_prefixes for fleet, section in c.fleets.items()})
 
     @property
     def s3(self) -> S3Settings | None:

@@ -37,6 +37,7 @@ from flashgate.verifier_sidecar.config import ConfigError, Settings, load_settin
 from flashgate.verifier_sidecar.fetch import Fetcher
 from flashgate.verifier_sidecar.metrics import Metrics
 from flashgate.verifier_sidecar.service import ArtifactSource, VerifierService
+from flashgate.verifier_sidecar.urlpolicy import redact
 
 log = logging.getLogger("flashgate.verifier")
 
@@ -56,7 +57,8 @@ def make_app(settings: Settings, source: ArtifactSource | None = None) -> web.Ap
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
     app[METRICS] = metrics
     app[SERVICE] = VerifierService(settings.roots, settings.policy, fetcher, metrics,
-                                   settings.config.max_concurrent_fetches)
+                                   settings.config.max_concurrent_fetches,
+                                   settings.artifact_prefixes)
     app.router.add_post("/v1/verify/release", verify_release)
     app.router.add_post("/v1/verify/key", verify_key)
     app.router.add_get("/healthz", healthz)
@@ -141,7 +143,7 @@ def _count(metrics: Metrics, kind: str, outcome: str, reason: str | None,
 
 
 def _log(kind: str, **fields: object) -> None:
-    log.info(json.dumps({"event": "verify", "kind": kind, **fields}, default=str))
+    log.info(redact(json.dumps({"event": "verify", "kind": kind, **fields}, default=str)))
 
 
 # ---- process -------------------------------------------------------------------------------

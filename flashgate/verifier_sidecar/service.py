@@ -22,8 +22,6 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from yarl import URL
-
 from flashgate.trust import (
     KeyRecord,
     Policy,
@@ -51,6 +49,7 @@ from flashgate.verifier_api.models import (
 )
 from flashgate.verifier_sidecar.fetch import FetchError, FetchResult
 from flashgate.verifier_sidecar.metrics import Metrics
+from flashgate.verifier_sidecar.urlpolicy import ArtifactPrefixes, check_release_url, redact
 
 log = logging.getLogger("flashgate.verifier")
 SCHEMES = frozenset({"https", "file", "s3"})
@@ -62,14 +61,6 @@ class ArtifactSource(Protocol):
     async def fetch(self, url: str, expected_size: int) -> FetchResult: ...
 
 
-def redact(url: str) -> str:
-    """The URL for messages and logs: no query (presigned URLs carry credentials there)."""
-    try:
-        return str(URL(url).with_query(None).with_fragment(None))
-    except ValueError:
-        return "(unparseable URL)"
-
-
 class VerifierService:
     """Verifies keys and releases for one sidecar (its roots, policy and fetcher).
 
@@ -79,13 +70,17 @@ class VerifierService:
         source: fetches artifacts.
         metrics: where fetch counters go.
         max_fetches: downloads allowed at once; further verifications wait for a slot.
+        prefixes: where each fleet's artifacts may be (default: anywhere the address rules
+            admit).
     """
 
     def __init__(self, roots: Sequence[KeyRecord], policy: Policy, source: ArtifactSource,
-                 metrics: Metrics, max_fetches: int = 4) -> None:
+                 metrics: Metrics, max_fetches: int = 4,
+                 prefixes: ArtifactPrefixes | None = None) -> None:
         self.roots = tuple(roots)
         self.policy = policy
         self.source = source
+        self.prefixes = prefixes or ArtifactPrefixes()
         self.metrics = metrics
         self.endorsements = EndorsementCache()
         self._slots = asyncio.Semaphore(max_fetches)
@@ -132,6 +127,8 @@ class VerifierService:
         if not signed.accepted:
             return _answer(signed, None, started)
         try:
+            # The rules that need no DNS first: a refused URL never waits for a download slot.
+            check_release_url(spec.artifact.url, request.fleet, self.prefixes)
             fetched = await self._fetch(spec.artifact.url, expected.artifact_size)
         except FetchError as exc:
             failed = Verdict.reject(exc.reason,
@@ -165,6 +162,7 @@ class VerifierService:
 def _answer(verdict: Verdict, fetched: FetchResult | None, started: float) -> ReleaseVerdict:
     return ReleaseVerdict(
         verdict="accepted" if verdict.accepted else "rejected", reason=verdict.reason,
-        message=verdict.message, key_ids=list(verdict.key_ids),
+        # A fetch error may quote a URL, query and all (aiohttp's messages do).
+        message=redact(verdict.message), key_ids=list(verdict.key_ids),
         sha256=fetched.sha256.hex() if fetched and fetched.sha256 else None,
         size=fetched.size if fetched else None, seconds=round(time.monotonic() - started, 6))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -169,6 +170,33 @@ def test_unix_socket(fleet: Fleet, tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_no_userinfo_or_query_in_answers_or_log_lines(fleet: Fleet,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Through the HTTP API: the verdict and the sidecar's log line of a release whose URL
+    carries credentials, and of one whose fetch fails with a presigned query."""
+    secrets = ("hunter2", "release-bot", "sekrit")
+
+    async def scenario() -> list[str]:
+        settings = fleet.settings(allowedNetworks=["127.0.0.1/32"], connectTimeoutSeconds=2)
+        async with running(make_app(settings)) as base, VerifierClient(base, timeout=10) as client:
+            messages = []
+            for url in ("https://release-bot:hunter2@fw.example.com/fw.bin?sig=sekrit",
+                        f"https://127.0.0.1:{free_port()}/fw.bin?X-Amz-Signature=sekrit"):
+                verdict = await client.verify_release(release_request(fleet, url=url))
+                assert verdict.reason in (Reason.ArtifactURLNotAllowed,
+                                          Reason.ArtifactUnavailable), verdict.message
+                messages.append(verdict.message)
+            return messages
+
+    with caplog.at_level(logging.INFO, logger="flashgate.verifier"):
+        messages = asyncio.run(scenario())
+    logged = [r.getMessage() for r in caplog.records if '"event": "verify"' in r.getMessage()]
+    assert len(logged) == 2
+    for text in (*messages, *logged):
+        assert not any(secret in text for secret in secrets), text
+    assert "https://127.0.0.1:" in messages[1] and "/fw.bin" in messages[1]
+
+
 # ---- the client fails closed ---------------------------------------------------------------
 
 def free_port() -> int:
@@ -236,6 +264,10 @@ def root_doc(fleet: Fleet) -> dict[str, Any]:
     ({"caFile": "/nonexistent/ca.pem"}, "caFile"),
     ({"treshold": {}}, "treshold"),
     ({"minBytesPerSecond": "fast"}, "minBytesPerSecond"),
+    ({"artifactURLPrefixes": ["http://fw.example.com/"]}, "artifactURLPrefixes"),
+    ({"fleets": {"gw-1": {"artifactURLPrefixes": ["https://u:p@fw.example.com/"]}}},
+     "fleets.gw-1.artifactURLPrefixes"),
+    ({"fleets": {"gw-1": {"artifactUrlPrefixes": []}}}, "artifactUrlPrefixes"),
 ])
 def test_config_errors_are_clear(fleet: Fleet, extra: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ConfigError) as info:

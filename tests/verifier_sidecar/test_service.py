@@ -140,7 +140,9 @@ def service_for(fleet: Fleet, **extra: Any) -> tuple[VerifierService, CountingSo
     settings = fleet.settings(**extra)
     source = CountingSource(Fetcher(settings.url_policy, settings.limits,
                                     settings.config.ca_file))
-    return VerifierService(settings.roots, settings.policy, source, Metrics()), source
+    return VerifierService(settings.roots, settings.policy, source, Metrics(),
+                           settings.config.max_concurrent_fetches,
+                           settings.artifact_prefixes), source
 
 
 def verify(fleet: Fleet, release: dict[str, Any], keys: list[dict[str, Any]],
@@ -402,6 +404,45 @@ def test_presigned_query_is_not_repeated_in_messages(fleet: Fleet) -> None:
     url = "s3://bucket/fw.bin?X-Amz-Signature=secret"
     verdict, _ = verify(fleet, fleet.release([app], url=url), [fleet.entry(app, "application")])
     assert "secret" not in verdict.message
+
+
+def test_artifact_hosts_limited_by_fleet_policy(fleet: Fleet) -> None:
+    """artifactURLPrefixes (default) and fleets.<fleet>.artifactURLPrefixes (own list): a URL
+    elsewhere is refused before any download, naming the allowed prefixes."""
+    app = generate(Algorithm.ED25519)
+    keys = [fleet.entry(app, "application")]
+    local = fleet.artifacts.as_uri() + "/"
+    elsewhere = "https://fw.example.com.evil/gw/fw.bin"
+    ok, calls = verify(fleet, fleet.release([app]), keys, artifactURLPrefixes=[local])
+    assert ok.verdict == "accepted" and calls == 1, ok.message
+    refused, calls = verify(fleet, fleet.release([app], url=elsewhere), keys,
+                            artifactURLPrefixes=["https://fw.example.com/gw/", local])
+    rejected(refused, Reason.ArtifactURLNotAllowed)
+    assert calls == 0 and refused.key_ids == [app.key_id]
+    assert refused.message == (
+        f"artifact {elsewhere}: not under the artifact URL prefixes allowed for fleet "
+        f"{fleet.name} (https://fw.example.com/gw/, {local})")
+    # The fleet's own list replaces the default, both ways.
+    own, _ = verify(fleet, fleet.release([app]), keys,
+                    artifactURLPrefixes=["https://fw.example.com/gw/"],
+                    fleets={fleet.name: {"artifactURLPrefixes": [local]}})
+    assert own.verdict == "accepted", own.message
+    other, _ = verify(fleet, fleet.release([app]), keys, artifactURLPrefixes=[local],
+                      fleets={fleet.name: {"artifactURLPrefixes": ["s3://gw-firmware/"]}})
+    rejected(other, Reason.ArtifactURLNotAllowed)
+    assert "(s3://gw-firmware/)" in other.message
+
+
+def test_credentials_in_the_url_are_refused_and_never_repeated(fleet: Fleet) -> None:
+    app = generate(Algorithm.ED25519)
+    url = "https://release-bot:hunter2@fw.example.com/gw/fw.bin?X-Amz-Signature=sekrit"
+    verdict, calls = verify(fleet, fleet.release([app], url=url),
+                            [fleet.entry(app, "application")])
+    rejected(verdict, Reason.ArtifactURLNotAllowed)
+    assert calls == 0
+    assert verdict.message == (
+        "artifact https://fw.example.com/gw/fw.bin: credentials in an artifact URL would be "
+        "published to devices; use the sidecar's s3 credentials or a presigned URL")
 
 
 def test_over_https_with_the_configured_ca(fleet: Fleet, tmp_path: Path) -> None:
