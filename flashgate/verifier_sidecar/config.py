@@ -12,9 +12,10 @@ read-only file (a ConfigMap mounted into the sidecar container) and never from a
     thresholds: {bootloader: 2}  # distinct keys per tier; tiers not listed need 1
     maxSecurityVersionJump: 100
     connectTimeoutSeconds: 10
+    headersTimeoutSeconds: 30    # until a response's headers are complete
     readTimeoutSeconds: 30
     totalTimeoutSeconds: 600
-    minBytesPerSecond: 65536     # after minRateGraceSeconds; 0 disables the rate check
+    minBytesPerSecond: 65536     # from the first byte, after minRateGraceSeconds; 0: no check
     minRateGraceSeconds: 10
     maxArtifactBytes: 8589934592
     maxConcurrentFetches: 4
@@ -131,6 +132,7 @@ class SidecarConfig(_Model):
     thresholds: dict[Tier, int] = Field(default_factory=dict)
     max_security_version_jump: int = Field(default=100, ge=0)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    headers_timeout_seconds: float = Field(default=30.0, gt=0)
     read_timeout_seconds: float = Field(default=30.0, gt=0)
     total_timeout_seconds: float = Field(default=600.0, gt=0)
     min_bytes_per_second: int = Field(default=64 * 1024, ge=0)
@@ -205,6 +207,7 @@ class Settings:
     def limits(self) -> FetchLimits:
         c = self.config
         return FetchLimits(connect_timeout=c.connect_timeout_seconds,
+                           headers_timeout=c.headers_timeout_seconds,
                            read_timeout=c.read_timeout_seconds,
                            total_timeout=c.total_timeout_seconds,
                            min_bytes_per_second=c.min_bytes_per_second,

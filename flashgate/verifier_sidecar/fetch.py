@@ -1,7 +1,10 @@
 """Artifact fetching: a bounded stream into SHA-256, in constant memory whatever the size.
 
 The fetcher reads at most the declared size + 1 byte (so "more bytes than declared" is known
-without reading a huge body), under connect/read/total time limits and a minimum transfer rate.
+without reading a huge body), under connect/headers/read/total time limits and a minimum transfer
+rate. The rate is measured from the start of the fetch and enforced from the first byte on, the
+response headers included: a server that trickles its headers one byte at a time cannot hold a
+download slot for longer than the grace period (or the headers timeout, without a rate).
 It decides nothing about trust: it reports what it read (`FetchResult`) or why it could not
 (`FetchError`), and the service hands that to `flashgate.trust.check_artifact`.
 """
@@ -48,6 +51,7 @@ class FetchLimits:
     """Time and size limits of one artifact fetch (seconds, bytes)."""
 
     connect_timeout: float = 10.0
+    headers_timeout: float = 30.0
     read_timeout: float = 30.0
     total_timeout: float = 600.0
     min_bytes_per_second: int = 64 * 1024
@@ -68,24 +72,49 @@ class FetchResult:
 
 
 class _Clock:
-    """Deadlines of one fetch: total, and the minimum rate after its grace period."""
+    """Deadlines of one fetch: total, headers, and the minimum rate after its grace period."""
 
     def __init__(self, limits: FetchLimits) -> None:
         self.limits = limits
         self.start = time.monotonic()
         self.total_deadline = self.start + limits.total_timeout
 
+    def _rate_deadline(self, got: int) -> tuple[float, str] | None:
+        lim = self.limits
+        if lim.min_bytes_per_second <= 0:
+            return None
+        # Below the rate once elapsed > got / rate; never before the grace period ends.
+        rate_at = self.start + max(lim.min_rate_grace_seconds, got / lim.min_bytes_per_second)
+        return rate_at, (f"transfer too slow: {got} bytes in {{:.1f}}s, below the minimum "
+                         f"{lim.min_bytes_per_second} B/s")
+
     def deadline(self, got: int) -> tuple[float, str]:
-        """The time by which the next bytes must arrive, and what passing it means."""
+        """The time by which the next body bytes must arrive, and what passing it means."""
         lim = self.limits
         now = time.monotonic()
         candidates = [(self.total_deadline, f"total time limit of {lim.total_timeout:g}s"),
                       (now + lim.read_timeout, f"no data for {lim.read_timeout:g}s (read timeout)")]
-        if lim.min_bytes_per_second > 0:
-            # Below the rate once elapsed > got / rate; never before the grace period ends.
-            rate_at = self.start + max(lim.min_rate_grace_seconds, got / lim.min_bytes_per_second)
-            candidates.append((rate_at, f"transfer too slow: {got} bytes in {{:.1f}}s, below "
-                                        f"the minimum {lim.min_bytes_per_second} B/s"))
+        rate = self._rate_deadline(got)
+        if rate is not None:
+            candidates.append(rate)
+        return min(candidates)
+
+    def headers_deadline(self, host: str) -> tuple[float, str]:
+        """The time by which a response's headers must be complete (from now: one request).
+
+        aiohttp hands a response over only once its headers are complete, so header bytes are
+        not counted: with a minimum rate, the headers must be complete within the grace period.
+        """
+        lim = self.limits
+        candidates = [(self.total_deadline, f"total time limit of {lim.total_timeout:g}s"),
+                      (time.monotonic() + lim.headers_timeout,
+                       f"no complete response headers from {host} within "
+                       f"{lim.headers_timeout:g}s (headers timeout)")]
+        rate = self._rate_deadline(0)
+        if rate is not None:
+            candidates.append((rate[0], f"transfer too slow: response headers from {host} not "
+                                        f"complete after {{:.1f}}s, below the minimum "
+                                        f"{lim.min_bytes_per_second} B/s"))
         return min(candidates)
 
     def elapsed(self) -> float:
@@ -205,8 +234,17 @@ class Fetcher:
         for _ in range(redirects + 1):
             assert checked.url.host is not None
             resolver.pinned[checked.url.host.rstrip(".").lower()] = checked.addresses
-            async with session.get(checked.url, allow_redirects=False,
-                                   headers={**headers, "Accept-Encoding": "identity"}) as response:
+            deadline, why = clock.headers_deadline(checked.url.host)
+            try:
+                async with asyncio.timeout_at(_loop_time(deadline)):
+                    response = await session.get(
+                        checked.url, allow_redirects=False,
+                        headers={**headers, "Accept-Encoding": "identity"})
+            except aiohttp.ServerTimeoutError:
+                raise  # connect or read timeout: _https words it
+            except TimeoutError:
+                raise ArtifactUnavailable(why.format(clock.elapsed())) from None
+            async with response:
                 try:
                     if response.status in REDIRECTS and "Location" in response.headers:
                         checked = await self._redirect(checked, response.headers["Location"])

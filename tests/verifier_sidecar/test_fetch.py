@@ -6,6 +6,7 @@ plain asyncio.run and the two never share a loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import socket
@@ -13,7 +14,7 @@ import ssl
 import threading
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -227,6 +228,86 @@ def test_read_timeout(https: HttpsServer) -> None:
                          min_bytes_per_second=0)
     error = failure(loopback_fetcher(https, limits), https.url("/stall"), 100)
     assert isinstance(error, ArtifactUnavailable) and "read timeout" in error.message
+
+
+@contextlib.asynccontextmanager
+async def trickling_server(directory: Path, interval: float) -> AsyncIterator[tuple[int, Path]]:
+    """A raw TLS server (asyncio, no HTTP library) that reads the request, then sends its
+    response headers one byte every `interval` seconds: the slowloris of the response side."""
+    cert = make_serving_cert(("localhost", "127.0.0.1"))
+    ca, crt, key = cert.write(directory)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(crt, key)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-Padding: slow\r\n\r\n":
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(interval)
+            writer.write(b"0123456789")
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    try:
+        yield server.sockets[0].getsockname()[1], ca
+    finally:
+        server.close()
+
+
+def trickled(tmp_path: Path, limits: FetchLimits, interval: float = 0.1) -> tuple[Exception, float]:
+    async def scenario() -> tuple[Exception, float]:
+        async with trickling_server(tmp_path, interval) as (port, ca):
+            started = time.monotonic()
+            try:
+                result = await Fetcher(LOOPBACK, limits, ca_file=ca).fetch(
+                    f"https://127.0.0.1:{port}/fw.bin", 10)
+            except (URLNotAllowed, ArtifactUnavailable) as exc:
+                return exc, time.monotonic() - started
+            raise AssertionError(f"expected a fetch failure, got {result}")
+
+    return asyncio.run(scenario())
+
+
+def test_trickled_headers_are_cut_at_the_headers_timeout(tmp_path: Path) -> None:
+    """One header byte every 0.1 s never trips the read timeout (2 s of silence); the headers
+    timeout ends it. Before it, such a server held a download slot until the total limit."""
+    limits = FetchLimits(connect_timeout=2, headers_timeout=0.8, read_timeout=2,
+                         total_timeout=30, min_bytes_per_second=0)
+    error, seconds = trickled(tmp_path, limits)
+    assert isinstance(error, ArtifactUnavailable)
+    assert error.message == ("no complete response headers from 127.0.0.1 within 0.8s "
+                             "(headers timeout)")
+    assert 0.7 < seconds < 3
+
+
+def test_the_minimum_rate_applies_from_the_first_byte(tmp_path: Path) -> None:
+    """With a minimum rate, trickled headers are too slow once the grace period is over, long
+    before the headers timeout."""
+    limits = FetchLimits(connect_timeout=2, headers_timeout=20, read_timeout=5, total_timeout=30,
+                         min_bytes_per_second=1000, min_rate_grace_seconds=0.5)
+    error, seconds = trickled(tmp_path, limits)
+    assert isinstance(error, ArtifactUnavailable)
+    assert error.message.startswith("transfer too slow: response headers from 127.0.0.1 not "
+                                    "complete after 0.")
+    assert error.message.endswith("s, below the minimum 1000 B/s")
+    assert seconds < 3
+
+
+def test_a_response_whose_headers_come_in_time_is_read(tmp_path: Path) -> None:
+    """The same server, fast enough: the headers deadline does not cut a good response."""
+    async def scenario() -> FetchResult:
+        async with trickling_server(tmp_path, 0.001) as (port, ca):
+            return await Fetcher(LOOPBACK, FAST, ca_file=ca).fetch(
+                f"https://127.0.0.1:{port}/fw.bin", 10)
+
+    result = asyncio.run(scenario())
+    assert (result.size, result.sha256) == (10, hashlib.sha256(b"0123456789").digest())
 
 
 def test_redirect_to_allowed_address_is_followed(https: HttpsServer) -> None:

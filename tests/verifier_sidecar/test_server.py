@@ -264,6 +264,7 @@ def root_doc(fleet: Fleet) -> dict[str, Any]:
     ({"caFile": "/nonexistent/ca.pem"}, "caFile"),
     ({"treshold": {}}, "treshold"),
     ({"minBytesPerSecond": "fast"}, "minBytesPerSecond"),
+    ({"headersTimeoutSeconds": 0}, "headersTimeoutSeconds"),
     ({"artifactURLPrefixes": ["http://fw.example.com/"]}, "artifactURLPrefixes"),
     ({"fleets": {"gw-1": {"artifactURLPrefixes": ["https://u:p@fw.example.com/"]}}},
      "fleets.gw-1.artifactURLPrefixes"),
@@ -292,6 +293,7 @@ def test_root_files_and_json(fleet: Fleet, tmp_path: Path) -> None:
     assert settings.policy.threshold("bootloader") == 3  # type: ignore[arg-type]
     assert settings.policy.threshold("os") == 1  # type: ignore[arg-type]
     assert not settings.url_policy.allow_file
+    assert settings.limits.headers_timeout == 30  # the default
     path.write_text("{")
     with pytest.raises(ConfigError, match="not valid json"):
         load_settings(path)
