@@ -82,6 +82,24 @@ class ReleaseVerdict(_Body):
         return self.verdict == "accepted"
 
 
+class ReleaseProgress(_Body):
+    """GET /v1/verify/release/progress?fleet=F&name=N: where a release's download stands, for
+    an operator waiting on a verdict (the answer to a ReleaseRequest comes only at the end)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: Literal["queued", "fetching", "unknown"] = Field(
+        description="queued: waiting for a download slot; fetching: downloading; unknown: no "
+                    "download of that release now (not there yet, done, or never asked)")
+    ahead: int = Field(default=0, ge=0, description="downloads of the same fleet queued "
+                                                    "before it (queued only)")
+    active: int = Field(default=0, ge=0, description="downloads running now, all fleets")
+    fleet_active: int = Field(default=0, ge=0,
+                              description="downloads of the same fleet running now")
+    bytes_read: int = Field(default=0, ge=0, alias="bytes",
+                            description="bytes downloaded so far (fetching only)")
+
+
 class KeyRequest(_Body):
     """POST /v1/verify/key: did a fleet root endorse exactly this SigningKey?"""
 

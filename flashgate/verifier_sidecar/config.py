@@ -18,7 +18,9 @@ read-only file (a ConfigMap mounted into the sidecar container) and never from a
     minBytesPerSecond: 65536     # from the first byte, after minRateGraceSeconds; 0: no check
     minRateGraceSeconds: 10
     maxArtifactBytes: 8589934592
-    maxConcurrentFetches: 4
+    maxConcurrentFetches: 4      # downloads at once, all fleets
+    maxConcurrentFetchesPerFleet: 2  # at once for one fleet (default: half, at least 1); free
+                                 # slots go to the waiting fleets in turn
     allowFileURLs: false         # demos and tests only; then fileRoot is required
     fileRoot: /srv/artifacts
     artifactURLPrefixes:         # when set, artifact URLs must lie under one of these (all fleets)
@@ -139,6 +141,7 @@ class SidecarConfig(_Model):
     min_rate_grace_seconds: float = Field(default=10.0, ge=0)
     max_artifact_bytes: int = Field(default=8 << 30, ge=1)
     max_concurrent_fetches: int = Field(default=4, ge=1, le=256)
+    max_concurrent_fetches_per_fleet: int | None = Field(default=None, ge=1, le=256)
     allow_file_urls: bool = Field(default=False, alias="allowFileURLs")
     file_root: Path | None = None
     artifact_url_prefixes: list[str] | None = Field(
@@ -171,7 +174,16 @@ class SidecarConfig(_Model):
             raise ValueError(f"fileRoot {self.file_root} is not a directory")
         if self.ca_file is not None and not self.ca_file.is_file():
             raise ValueError(f"caFile {self.ca_file} is not a file")
+        per_fleet = self.max_concurrent_fetches_per_fleet
+        if per_fleet is not None and per_fleet > self.max_concurrent_fetches:
+            raise ValueError(f"maxConcurrentFetchesPerFleet ({per_fleet}) cannot exceed "
+                             f"maxConcurrentFetches ({self.max_concurrent_fetches})")
         return self
+
+    @property
+    def fetches_per_fleet(self) -> int:
+        """maxConcurrentFetchesPerFleet, or half of maxConcurrentFetches (at least 1)."""
+        return self.max_concurrent_fetches_per_fleet or max(1, self.max_concurrent_fetches // 2)
 
 
 @dataclass(frozen=True)

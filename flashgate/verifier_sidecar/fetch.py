@@ -39,7 +39,7 @@ from flashgate.verifier_sidecar.urlpolicy import (
 )
 
 __all__ = ["ArtifactUnavailable", "FetchError", "FetchLimits", "FetchResult", "Fetcher",
-           "S3Settings", "URLNotAllowed", "URLPolicy"]
+           "ReadReporter", "S3Settings", "URLNotAllowed", "URLPolicy"]
 
 CHUNK = 1 << 20  # 1 MiB: below this per-call overhead shows next to SHA-NI hashing
 MAX_REDIRECTS = 5
@@ -71,13 +71,23 @@ class FetchResult:
     seconds: float
 
 
-class _Clock:
-    """Deadlines of one fetch: total, headers, and the minimum rate after its grace period."""
+ReadReporter = Callable[[int], None]
+"""Told the number of bytes each read brought (e.g. slots.Download.add)."""
 
-    def __init__(self, limits: FetchLimits) -> None:
+
+class _Transfer:
+    """One fetch: its deadlines (total, headers, the minimum rate after its grace period) and
+    where the bytes it reads are reported."""
+
+    def __init__(self, limits: FetchLimits, progress: ReadReporter | None = None) -> None:
         self.limits = limits
         self.start = time.monotonic()
         self.total_deadline = self.start + limits.total_timeout
+        self.progress = progress
+
+    def read(self, count: int) -> None:
+        if self.progress is not None:
+            self.progress(count)
 
     def _rate_deadline(self, got: int) -> tuple[float, str] | None:
         lim = self.limits
@@ -158,8 +168,10 @@ class Fetcher:
         if ca_file is not None:
             self._ssl.load_verify_locations(cafile=str(ca_file))
 
-    async def fetch(self, url: str, expected_size: int) -> FetchResult:
-        """Stream the artifact at url into SHA-256, reading at most expected_size + 1 bytes.
+    async def fetch(self, url: str, expected_size: int,
+                    progress: ReadReporter | None = None) -> FetchResult:
+        """Stream the artifact at url into SHA-256, reading at most expected_size + 1 bytes;
+        `progress` is told the size of each read.
 
         Raises:
             URLNotAllowed: the URL (or a redirect target) is refused by policy.
@@ -170,12 +182,12 @@ class Fetcher:
             raise ArtifactUnavailable(
                 f"declared size {expected_size} exceeds the sidecar's maxArtifactBytes "
                 f"{self.limits.max_artifact_bytes}")
-        clock = _Clock(self.limits)
-        fetchers: dict[str, Callable[[CheckedURL, int, _Clock], Awaitable[FetchResult]]] = {
+        transfer = _Transfer(self.limits, progress)
+        fetchers: dict[str, Callable[[CheckedURL, int, _Transfer], Awaitable[FetchResult]]] = {
             "https": self._https, "file": self._file, "s3": self._s3}
-        return await fetchers[checked.url.scheme](checked, expected_size, clock)
+        return await fetchers[checked.url.scheme](checked, expected_size, transfer)
 
-    async def _s3(self, checked: CheckedURL, expected: int, clock: _Clock) -> FetchResult:
+    async def _s3(self, checked: CheckedURL, expected: int, transfer: _Transfer) -> FetchResult:
         if self.s3 is None:
             raise ArtifactUnavailable("s3:// URLs are not configured on this sidecar (no s3 "
                                       "section with an endpoint in its configuration)")
@@ -184,21 +196,21 @@ class Fetcher:
         headers = sign_get(target, self.s3.credentials(), self.s3.region, datetime.now(UTC))
         # No redirects: a signed request is for one host, and S3 does not redirect GETs of a
         # correctly addressed object.
-        return await self._https(endpoint, expected, clock, headers=headers, redirects=0)
+        return await self._https(endpoint, expected, transfer, headers=headers, redirects=0)
 
     # file:// --------------------------------------------------------------------------------
 
-    async def _file(self, checked: CheckedURL, expected: int, clock: _Clock) -> FetchResult:
+    async def _file(self, checked: CheckedURL, expected: int, transfer: _Transfer) -> FetchResult:
         assert checked.path is not None
         root = self.checker.policy.file_root
         assert root is not None
         # Hashing releases the GIL but is still seconds of CPU for large files: keep it off the
         # event loop so /healthz and other verifications stay responsive.
-        return await asyncio.to_thread(_hash_file, checked, root, expected, clock)
+        return await asyncio.to_thread(_hash_file, checked, root, expected, transfer)
 
     # https:// -------------------------------------------------------------------------------
 
-    async def _https(self, checked: CheckedURL, expected: int, clock: _Clock,
+    async def _https(self, checked: CheckedURL, expected: int, transfer: _Transfer,
                      headers: Mapping[str, str] | None = None,
                      redirects: int = MAX_REDIRECTS) -> FetchResult:
         resolver = _PinnedResolver()
@@ -213,8 +225,8 @@ class Fetcher:
                                          auto_decompress=False, read_bufsize=CHUNK,
                                          trust_env=False) as session:
             try:
-                async with asyncio.timeout_at(_loop_time(clock.total_deadline)):
-                    return await self._follow(session, resolver, checked, expected, clock,
+                async with asyncio.timeout_at(_loop_time(transfer.total_deadline)):
+                    return await self._follow(session, resolver, checked, expected, transfer,
                                               headers or {}, redirects)
             except aiohttp.ClientSSLError as exc:
                 raise ArtifactUnavailable(f"TLS error with {checked.url.host}: {exc}") from None
@@ -228,13 +240,13 @@ class Fetcher:
                     f"total time limit of {self.limits.total_timeout:g}s exceeded") from None
 
     async def _follow(self, session: aiohttp.ClientSession, resolver: _PinnedResolver,
-                      checked: CheckedURL, expected: int, clock: _Clock,
+                      checked: CheckedURL, expected: int, transfer: _Transfer,
                       headers: Mapping[str, str], redirects: int) -> FetchResult:
         # Redirects are followed by hand so every hop passes the URL policy first.
         for _ in range(redirects + 1):
             assert checked.url.host is not None
             resolver.pinned[checked.url.host.rstrip(".").lower()] = checked.addresses
-            deadline, why = clock.headers_deadline(checked.url.host)
+            deadline, why = transfer.headers_deadline(checked.url.host)
             try:
                 async with asyncio.timeout_at(_loop_time(deadline)):
                     response = await session.get(
@@ -243,7 +255,7 @@ class Fetcher:
             except aiohttp.ServerTimeoutError:
                 raise  # connect or read timeout: _https words it
             except TimeoutError:
-                raise ArtifactUnavailable(why.format(clock.elapsed())) from None
+                raise ArtifactUnavailable(why.format(transfer.elapsed())) from None
             async with response:
                 try:
                     if response.status in REDIRECTS and "Location" in response.headers:
@@ -254,7 +266,7 @@ class Fetcher:
                         raise ArtifactUnavailable(
                             f"HTTP {response.status} from {checked.url.host} "
                             f"({await self._error_detail(response)})")
-                    return await _hash_stream(response, str(checked.url), expected, clock)
+                    return await _hash_stream(response, str(checked.url), expected, transfer)
                 finally:
                     if not response.content.at_eof():
                         _abort(response)
@@ -295,32 +307,33 @@ def _loop_time(monotonic_deadline: float) -> float:
 
 
 async def _hash_stream(response: aiohttp.ClientResponse, url: str, expected: int,
-                       clock: _Clock) -> FetchResult:
+                       transfer: _Transfer) -> FetchResult:
     digest = hashlib.sha256()
     limit = expected + 1
     length = response.content_length
     if length is not None and length > expected:
         # The server says so itself: no need to read a body we would refuse anyway.
         return FetchResult(url, length, b"", short=False, oversized=True,
-                           seconds=clock.elapsed())
+                           seconds=transfer.elapsed())
     got = 0
     content = response.content
     while got < limit:
-        deadline, why = clock.deadline(got)
+        deadline, why = transfer.deadline(got)
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
                 # readchunk hands over the buffered TLS records as they are; read(n) would join
                 # and copy them (about 10% of the throughput on loopback).
                 chunk, _ = await content.readchunk()
         except TimeoutError:
-            raise ArtifactUnavailable(why.format(clock.elapsed())) from None
+            raise ArtifactUnavailable(why.format(transfer.elapsed())) from None
         if not chunk:
             break
         take = min(len(chunk), limit - got)
         digest.update(memoryview(chunk)[:take] if take < len(chunk) else chunk)
         got += take
+        transfer.read(take)
     return FetchResult(url, got, digest.digest(), short=got < expected,
-                       oversized=got > expected, seconds=clock.elapsed())
+                       oversized=got > expected, seconds=transfer.elapsed())
 
 
 def _open_inside(path: Path, root: Path) -> int:
@@ -347,16 +360,16 @@ def _open_inside(path: Path, root: Path) -> int:
     return fd
 
 
-def _hash_file(checked: CheckedURL, root: Path, expected: int, clock: _Clock) -> FetchResult:
+def _hash_file(checked: CheckedURL, root: Path, expected: int, transfer: _Transfer) -> FetchResult:
     assert checked.path is not None
     digest = hashlib.sha256()
     view = memoryview(bytearray(CHUNK))  # one buffer, reused: no copy per read
     limit, got = expected + 1, 0
     with open(_open_inside(checked.path, root), "rb", buffering=0) as file:
         while got < limit:
-            if time.monotonic() > clock.total_deadline:
+            if time.monotonic() > transfer.total_deadline:
                 raise ArtifactUnavailable(
-                    f"total time limit of {clock.limits.total_timeout:g}s exceeded")
+                    f"total time limit of {transfer.limits.total_timeout:g}s exceeded")
             try:
                 n = file.readinto(view[: min(CHUNK, limit - got)])
             except OSError as exc:
@@ -365,5 +378,6 @@ def _hash_file(checked: CheckedURL, root: Path, expected: int, clock: _Clock) ->
                 break
             digest.update(view[:n])
             got += n
+            transfer.read(n)
     return FetchResult(checked.url.human_repr(), got, digest.digest(), short=got < expected,
-                       oversized=got > expected, seconds=clock.elapsed())
+                       oversized=got > expected, seconds=transfer.elapsed())

@@ -16,7 +16,6 @@ fetch, size and digest (`trust.check_artifact`). Nothing is downloaded for a ref
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -47,8 +46,9 @@ from flashgate.verifier_api.models import (
     ReleaseRequest,
     ReleaseVerdict,
 )
-from flashgate.verifier_sidecar.fetch import FetchError, FetchResult
+from flashgate.verifier_sidecar.fetch import FetchError, FetchResult, ReadReporter
 from flashgate.verifier_sidecar.metrics import Metrics
+from flashgate.verifier_sidecar.slots import DownloadProgress, FairSlots
 from flashgate.verifier_sidecar.urlpolicy import ArtifactPrefixes, check_release_url, redact
 
 log = logging.getLogger("flashgate.verifier")
@@ -58,7 +58,8 @@ SCHEMES = frozenset({"https", "file", "s3"})
 class ArtifactSource(Protocol):
     """What the service needs of a fetcher (fetch.Fetcher; tests may use another)."""
 
-    async def fetch(self, url: str, expected_size: int) -> FetchResult: ...
+    async def fetch(self, url: str, expected_size: int,
+                    progress: ReadReporter | None = None) -> FetchResult: ...
 
 
 class VerifierService:
@@ -72,18 +73,23 @@ class VerifierService:
         max_fetches: downloads allowed at once; further verifications wait for a slot.
         prefixes: where each fleet's artifacts may be (default: anywhere the address rules
             admit).
+        max_fetches_per_fleet: downloads of one fleet at once (default: half of max_fetches,
+            at least 1); free slots go to the waiting fleets in turn (`slots.FairSlots`).
     """
 
     def __init__(self, roots: Sequence[KeyRecord], policy: Policy, source: ArtifactSource,
                  metrics: Metrics, max_fetches: int = 4,
-                 prefixes: ArtifactPrefixes | None = None) -> None:
+                 prefixes: ArtifactPrefixes | None = None,
+                 max_fetches_per_fleet: int | None = None) -> None:
         self.roots = tuple(roots)
         self.policy = policy
         self.source = source
         self.prefixes = prefixes or ArtifactPrefixes()
         self.metrics = metrics
         self.endorsements = EndorsementCache()
-        self._slots = asyncio.Semaphore(max_fetches)
+        self.slots = FairSlots(max_fetches, max_fetches_per_fleet or max(1, max_fetches // 2))
+        metrics.fetches_waiting.set_function(lambda: self.slots.queued)
+        metrics.fetches_in_flight.set_function(lambda: self.slots.active)
 
     # ---- keys -----------------------------------------------------------------------------
 
@@ -129,7 +135,8 @@ class VerifierService:
         try:
             # The rules that need no DNS first: a refused URL never waits for a download slot.
             check_release_url(spec.artifact.url, request.fleet, self.prefixes)
-            fetched = await self._fetch(spec.artifact.url, expected.artifact_size)
+            fetched = await self._fetch(request.fleet, request.name, spec.artifact.url,
+                                        expected.artifact_size)
         except FetchError as exc:
             failed = Verdict.reject(exc.reason,
                                     f"artifact {redact(spec.artifact.url)}: {exc.message}",
@@ -139,21 +146,21 @@ class VerifierService:
                                  oversized=fetched.oversized)
         return _answer(final_verdict(signed, checked), fetched, started)
 
-    async def _fetch(self, url: str, size: int) -> FetchResult:
+    def progress(self, fleet: str, name: str) -> DownloadProgress:
+        """Where the download of a release stands (queued, fetching or unknown)."""
+        return self.slots.progress(fleet, name)
+
+    async def _fetch(self, fleet: str, name: str, url: str, size: int) -> FetchResult:
         scheme = url.partition("://")[0].lower()
         scheme = scheme if scheme in SCHEMES else "other"  # bounded label values
-        with self.metrics.fetches_waiting.track_inprogress():
-            await self._slots.acquire()
-        started = time.monotonic()
-        try:
-            with self.metrics.fetches_in_flight.track_inprogress():
-                result = await self.source.fetch(url, size)
-        except FetchError as exc:
-            self.metrics.fetch_seconds.labels(scheme, exc.reason).observe(
-                time.monotonic() - started)
-            raise
-        finally:
-            self._slots.release()
+        async with self.slots.download(fleet, name) as download:
+            started = time.monotonic()
+            try:
+                result = await self.source.fetch(url, size, download.add)
+            except FetchError as exc:
+                self.metrics.fetch_seconds.labels(scheme, exc.reason).observe(
+                    time.monotonic() - started)
+                raise
         self.metrics.fetch_bytes.labels(scheme).inc(result.size)
         self.metrics.fetch_seconds.labels(scheme, "ok").observe(time.monotonic() - started)
         return result

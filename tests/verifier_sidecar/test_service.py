@@ -31,7 +31,7 @@ from flashgate.trust import (
 )
 from flashgate.verifier_api.models import KeyRequest, ReleaseRequest, ReleaseVerdict
 from flashgate.verifier_sidecar.config import Settings, settings_from
-from flashgate.verifier_sidecar.fetch import Fetcher, FetchResult
+from flashgate.verifier_sidecar.fetch import Fetcher, FetchResult, ReadReporter
 from flashgate.verifier_sidecar.metrics import Metrics
 from flashgate.verifier_sidecar.service import VerifierService
 
@@ -126,9 +126,10 @@ class CountingSource:
     def __init__(self, inner: Fetcher) -> None:
         self.inner, self.calls = inner, 0
 
-    async def fetch(self, url: str, expected_size: int) -> FetchResult:
+    async def fetch(self, url: str, expected_size: int,
+                    progress: ReadReporter | None = None) -> FetchResult:
         self.calls += 1
-        return await self.inner.fetch(url, expected_size)
+        return await self.inner.fetch(url, expected_size, progress)
 
 
 @pytest.fixture
@@ -520,17 +521,20 @@ def test_downloads_are_bounded(fleet: Fleet) -> None:
         def __init__(self) -> None:
             self.running = self.peak = 0
 
-        async def fetch(self, url: str, expected_size: int) -> FetchResult:
+        async def fetch(self, url: str, expected_size: int,
+                        progress: ReadReporter | None = None) -> FetchResult:
             self.running += 1
             self.peak = max(self.peak, self.running)
             await asyncio.sleep(0.05)
             self.running -= 1
             return FetchResult(url, 0, b"", short=True, oversized=False, seconds=0.05)
 
-    settings = fleet.settings(maxConcurrentFetches=2)
+    # One fleet may use both slots here (by default it gets half: see test_slots.py).
+    settings = fleet.settings(maxConcurrentFetches=2, maxConcurrentFetchesPerFleet=2)
     source = SlowSource()
     service = VerifierService(settings.roots, settings.policy, source, Metrics(),
-                              settings.config.max_concurrent_fetches)
+                              settings.config.max_concurrent_fetches, None,
+                              settings.config.fetches_per_fleet)
     app = generate(Algorithm.ED25519)
     request = ReleaseRequest.model_validate({
         "fleet": fleet.name, "name": "r", "release": fleet.release([app]),
