@@ -108,7 +108,9 @@ class EndorsementCache:
 
     A hit hands back the verified payload only: it is compared with the SigningKey's spec again
     on every use. Another fleet or another root set is another key, so a success is never reused
-    for them. Not thread-safe (the sidecar and the station run one thread).
+    for them. It also keeps the DER of the PEM public keys it decoded (`public_key`), so a
+    fleet's unchanged keys cost a dictionary lookup each per request. Not thread-safe (the
+    sidecar and the station run one thread).
 
     Args:
         max_entries: How many to keep; 0 turns caching across requests off.
@@ -119,11 +121,29 @@ class EndorsementCache:
             raise ValueError("max_entries must be >= 0")
         self.max_entries = max_entries
         self._entries: OrderedDict[_CacheKey, _Verified] = OrderedDict()
+        self._public_keys: OrderedDict[str, bytes] = OrderedDict()
         self.verifications = 0  # root signatures actually checked (the work the cache saves)
         self.hits = 0
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def public_key(self, pem: str) -> bytes:
+        """The DER SubjectPublicKeyInfo of a PEM public key (`keys.spki_from_pem`), remembered.
+
+        Raises:
+            TrustError: `SignatureInvalid` when the text is not a PEM public key (not cached).
+        """
+        found = self._public_keys.get(pem)
+        if found is not None:
+            self._public_keys.move_to_end(pem)
+            return found
+        spki = spki_from_pem(pem)
+        if self.max_entries:
+            self._public_keys[pem] = spki
+            if len(self._public_keys) > self.max_entries:
+                self._public_keys.popitem(last=False)
+        return spki
 
     def verified(self, envelope: bytes | str, fleet: str, roots: Sequence[KeyRecord],
                  seen: dict[_CacheKey, _Verified | TrustError] | None = None) -> _Verified:
@@ -322,7 +342,8 @@ def _trusted_record(fleet: str, entry: SigningKeyEntry, roots: Sequence[KeyRecor
     """The key as the KeyRing may hold it, or None when its endorsement does not hold."""
     spec = entry.spec
     try:
-        spki = spki_from_pem(spec.public_key)
+        spki = (cache.public_key(spec.public_key) if cache is not None
+                else spki_from_pem(spec.public_key))
     except TrustError:
         return None
     if key_ids is not None and key_id(spki) not in key_ids:

@@ -24,6 +24,7 @@ from flashgate.trust import (
     ReleaseManifest,
     Revocation,
     Tier,
+    TrustError,
     sign1,
 )
 from flashgate.trust.fleet import (
@@ -345,3 +346,18 @@ def test_expected_manifest_is_the_spec_field_for_field() -> None:
         fleet=FLEET, product="gw-3000", tier=Tier.OS, version="4.2.0", security_version=9,
         artifact_name="os.bin", artifact_size=len(data),
         artifact_sha256=hashlib.sha256(data).digest())
+
+
+def test_decoded_public_keys_are_remembered_failures_never() -> None:
+    key = generate(Algorithm.ES256)
+    cache = EndorsementCache(max_entries=1)
+    assert cache.public_key(key.public_pem) == key.spki_der
+    assert cache.public_key(key.public_pem) is cache.public_key(key.public_pem)  # the same bytes
+    junk = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+    for _ in range(2):
+        with pytest.raises(TrustError):
+            cache.public_key(junk)
+    other = generate(Algorithm.ED25519)
+    first = cache.public_key(key.public_pem)
+    cache.public_key(other.public_pem)  # one entry: the first is dropped
+    assert cache.public_key(key.public_pem) is not first and first == key.spki_der
