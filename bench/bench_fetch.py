@@ -94,7 +94,17 @@ def worker(spec: dict[str, Any]) -> None:
     assert result.size == size and not short and not result.oversized, result
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     print(json.dumps({"seconds": seconds, "cpu": cpu, "sha256": result.sha256.hex(),
-                      "maxrss_kib": after.ru_maxrss}))
+                      "maxrss_kib": peak_rss_kib()}))
+
+
+def peak_rss_kib() -> int:
+    """This process's peak RSS: VmHWM, which starts afresh at exec. (ru_maxrss does not on
+    Linux: it keeps the forked parent's size, e.g. an object it had just read to upload.)"""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def run_worker(url: str, size: int, ca: Path | None = None,
@@ -190,7 +200,7 @@ def bench_size(path: Path, repeat: int, sources: list[str], https_port: int | No
             row("curl https:// | openssl dgst", size, curl, bar, "(C download + hash)")
     if "s3" in sources and s3 is not None:
         key = f"{path.name}"
-        s3.put_object(BUCKET, key, path.read_bytes())
+        s3.put_object(BUCKET, key, path.read_bytes())  # (the workers' RSS is their own)
         fetch_rows("sidecar s3:// (versitygw, TLS)", f"s3://{BUCKET}/{key}", size, bar, repeat,
                    ca=s3.ca_file, s3=(s3.endpoint, str(s3.access_key_id_file),
                                       str(s3.secret_access_key_file)))
