@@ -61,6 +61,7 @@ from flashgate.trust import Algorithm, KeyRecord, Policy, Tier, TrustError, spki
 from flashgate.trust.keyring import root_key
 from flashgate.verifier_sidecar.fetch import FetchLimits, URLPolicy
 from flashgate.verifier_sidecar.s3 import S3Settings
+from flashgate.verifier_sidecar.slots import default_share
 from flashgate.verifier_sidecar.urlpolicy import ArtifactPrefixes, URLPrefix
 
 
@@ -183,7 +184,7 @@ class SidecarConfig(_Model):
     @property
     def fetches_per_fleet(self) -> int:
         """maxConcurrentFetchesPerFleet, or half of maxConcurrentFetches (at least 1)."""
-        return self.max_concurrent_fetches_per_fleet or max(1, self.max_concurrent_fetches // 2)
+        return self.max_concurrent_fetches_per_fleet or default_share(self.max_concurrent_fetches)
 
 
 @dataclass(frozen=True)

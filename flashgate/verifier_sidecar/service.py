@@ -48,7 +48,7 @@ from flashgate.verifier_api.models import (
 )
 from flashgate.verifier_sidecar.fetch import FetchError, FetchResult, ReadReporter
 from flashgate.verifier_sidecar.metrics import Metrics
-from flashgate.verifier_sidecar.slots import DownloadProgress, FairSlots
+from flashgate.verifier_sidecar.slots import DownloadProgress, FairSlots, default_share
 from flashgate.verifier_sidecar.urlpolicy import ArtifactPrefixes, check_release_url, redact
 
 log = logging.getLogger("flashgate.verifier")
@@ -87,7 +87,7 @@ class VerifierService:
         self.prefixes = prefixes or ArtifactPrefixes()
         self.metrics = metrics
         self.endorsements = EndorsementCache()
-        self.slots = FairSlots(max_fetches, max_fetches_per_fleet or max(1, max_fetches // 2))
+        self.slots = FairSlots(max_fetches, max_fetches_per_fleet or default_share(max_fetches))
         metrics.fetches_waiting.set_function(lambda: self.slots.queued)
         metrics.fetches_in_flight.set_function(lambda: self.slots.active)
 

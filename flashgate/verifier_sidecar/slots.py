@@ -22,6 +22,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 
+def default_share(total: int) -> int:
+    """Downloads one fleet may run at once when the configuration does not say: half of all
+    slots, at least 1 (so two fleets can always run side by side)."""
+    return max(1, total // 2)
+
+
 @dataclass(eq=False)
 class Download:
     """One release's download: waiting for a slot, then running. `received` counts the bytes
