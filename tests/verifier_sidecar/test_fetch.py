@@ -70,10 +70,22 @@ class HttpsServer:
             ready.set()
 
         def run() -> None:
-            assert self._loop is not None
-            self._loop.run_until_complete(serve())
-            self._loop.run_forever()
-            self._loop.run_until_complete(self.runner.cleanup())
+            loop = self._loop
+            assert loop is not None
+            loop.run_until_complete(serve())
+            loop.run_forever()
+            loop.run_until_complete(self.runner.cleanup())
+            # Handlers of connections the client cut off may still be pending: end them, and
+            # close the loop, rather than leave them to the garbage collector's warnings.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+
+            async def ended() -> None:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+            loop.run_until_complete(ended())
+            loop.close()
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
