@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from flashgate.api import RevocationList
-from flashgate.operator.fleets import FleetKey
+from flashgate.operator.fleets import ParsedKey
 from flashgate.trust.rotation import PhaseResult
 from flashgate.trust.vocabulary import Tier
 
@@ -30,11 +30,11 @@ BUNDLE_KEY = "bundle.json"
 class Unrevocable:
     """A revoked key that devices cannot be told about: no root-signed revocation."""
 
-    key: FleetKey
+    key: ParsedKey
     not_after: int
 
 
-def build(fleet: str, keys: Iterable[tuple[FleetKey, PhaseResult]],
+def build(fleet: str, keys: Iterable[tuple[ParsedKey, PhaseResult]],
           record: RevocationList | None, now: int) -> tuple[str, list[Unrevocable]]:
     """The bundle's JSON text, and the revoked keys it cannot carry a revocation for."""
     endorsements: dict[str, set[str]] = {str(t): set() for t in Tier}

@@ -35,7 +35,7 @@ FINAL_PHASES = frozenset({"Published", "Rejected", "Withdrawn"})
 
 
 @dataclass(frozen=True)
-class FleetKey:
+class ParsedKey:
     """A SigningKey whose spec parsed, with its keyId."""
 
     name: str
@@ -47,7 +47,7 @@ class FleetKey:
 
 
 @dataclass(frozen=True)
-class BadKey:
+class UnusableKey:
     """A SigningKey that cannot be used at all, and why (shown on the key, never fatal)."""
 
     name: str
@@ -55,7 +55,7 @@ class BadKey:
     obj: JSON
 
 
-def parse_key(obj: JSON) -> FleetKey | BadKey:
+def parse_key(obj: JSON) -> ParsedKey | UnusableKey:
     metadata = obj.get("metadata") or {}
     name = str(metadata.get("name"))
     try:
@@ -65,10 +65,10 @@ def parse_key(obj: JSON) -> FleetKey | BadKey:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                              for e in exc.errors(include_input=False)[:5])
-        return BadKey(name, f"spec cannot be used: {problems}", obj)
+        return UnusableKey(name, f"spec cannot be used: {problems}", obj)
     except (TrustError, ValueError, OverflowError, OSError) as exc:
-        return BadKey(name, f"spec cannot be used: {exc}", obj)
-    return FleetKey(name=name, uid=str(metadata.get("uid") or ""),
+        return UnusableKey(name, f"spec cannot be used: {exc}", obj)
+    return ParsedKey(name=name, uid=str(metadata.get("uid") or ""),
                     generation=int(metadata.get("generation") or 1), spec=spec, key_id=kid,
                     obj=obj)
 
@@ -87,7 +87,7 @@ class PublishedRelease:
 class FleetView:
     """See the module docstring. `synced` is set once every watch has listed its objects."""
 
-    keys: dict[str, dict[str, FleetKey | BadKey]] = field(
+    keys: dict[str, dict[str, ParsedKey | UnusableKey]] = field(
         default_factory=lambda: defaultdict(dict))
     revocation_lists: dict[str, RevocationList] = field(default_factory=dict)
     phases: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -139,7 +139,7 @@ class FleetView:
         self.revocation_lists[fleet] = record
         self._versions[fleet] += 1
 
-    def set_endorsed(self, fleet: str, key: FleetKey, endorsed: bool) -> None:
+    def set_endorsed(self, fleet: str, key: ParsedKey, endorsed: bool) -> None:
         self.endorsed[(fleet, key.uid)] = (key.generation, endorsed)
         self._versions[fleet] += 1
 
@@ -192,11 +192,11 @@ class FleetView:
 
     # ---- queries --------------------------------------------------------------------------
 
-    def fleet_keys(self, fleet: str) -> list[FleetKey]:
-        return [k for k in self.keys.get(fleet, {}).values() if isinstance(k, FleetKey)]
+    def fleet_keys(self, fleet: str) -> list[ParsedKey]:
+        return [k for k in self.keys.get(fleet, {}).values() if isinstance(k, ParsedKey)]
 
-    def bad_keys(self, fleet: str) -> list[BadKey]:
-        return [k for k in self.keys.get(fleet, {}).values() if isinstance(k, BadKey)]
+    def bad_keys(self, fleet: str) -> list[UnusableKey]:
+        return [k for k in self.keys.get(fleet, {}).values() if isinstance(k, UnusableKey)]
 
     def revoked_key_ids(self, fleet: str) -> frozenset[str]:
         """The fleet's RevocationList, and every keyId some SigningKey says is revoked."""
@@ -210,18 +210,18 @@ class FleetView:
         self._revoked[fleet] = (version, frozenset(revoked))
         return self._revoked[fleet][1]
 
-    def endorsement(self, fleet: str, key: FleetKey) -> bool | None:
+    def endorsement(self, fleet: str, key: ParsedKey) -> bool | None:
         """Whether the root endorsed this generation of the key (None: not checked yet)."""
         known = self.endorsed.get((fleet, key.uid))
         return known[1] if known is not None and known[0] == key.generation else None
 
-    def states(self, fleet: str, keys: list[FleetKey] | None = None) -> list[KeyState]:
+    def states(self, fleet: str, keys: list[ParsedKey] | None = None) -> list[KeyState]:
         revoked = self.revoked_key_ids(fleet)
         return [k.spec.key_state(k.name, endorsed=self.endorsement(fleet, k),
                                  revoked=k.key_id in revoked)
                 for k in (self.fleet_keys(fleet) if keys is None else keys)]
 
-    def phases_of(self, fleet: str, now: int) -> list[tuple[FleetKey, PhaseResult]]:
+    def phases_of(self, fleet: str, now: int) -> list[tuple[ParsedKey, PhaseResult]]:
         keys = self.fleet_keys(fleet)
         return list(zip(keys, fleet_phases(self.states(fleet, keys), now), strict=True))
 
@@ -271,10 +271,10 @@ def _document_version(text: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _identity(key: FleetKey | BadKey | None) -> object:
+def _identity(key: ParsedKey | UnusableKey | None) -> object:
     """What a key's phase depends on, of the object: which object, which spec."""
-    if isinstance(key, FleetKey):
+    if isinstance(key, ParsedKey):
         return key.uid, key.generation
-    if isinstance(key, BadKey):
+    if isinstance(key, UnusableKey):
         return key.message
     return None

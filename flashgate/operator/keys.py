@@ -31,7 +31,7 @@ from flashgate.api import (
 )
 from flashgate.operator import bundle
 from flashgate.operator.conditions import condition, merge_conditions
-from flashgate.operator.fleets import BadKey, FleetKey, FleetView
+from flashgate.operator.fleets import FleetView, ParsedKey, UnusableKey
 from flashgate.operator.kube import JSON
 from flashgate.operator.metrics import Metrics
 from flashgate.operator.releases import ReleaseGate
@@ -154,7 +154,7 @@ class KeyKeeper:
             log.info("%s: recorded the revocation of key %s (SigningKey %s)", fleet, kid,
                      key.name)
 
-    async def _publish_bundle(self, fleet: str, phases: list[tuple[FleetKey, PhaseResult]],
+    async def _publish_bundle(self, fleet: str, phases: list[tuple[ParsedKey, PhaseResult]],
                               now: int) -> set[str]:
         """The fleet's trust bundle, written when it changed; the names of revoked keys it
         cannot carry a revocation for."""
@@ -168,7 +168,7 @@ class KeyKeeper:
         await self.store.update_configmap(fleet, bundle.BUNDLE_CONFIGMAP, BUNDLE_LABELS, update)
         return {m.key.name for m in missing}
 
-    async def _write_status(self, fleet: str, key: FleetKey, result: PhaseResult,
+    async def _write_status(self, fleet: str, key: ParsedKey, result: PhaseResult,
                             unrevocable: set[str]) -> None:
         generation, now = key.generation, self.now()
         status: Mapping[str, Any] = key.obj.get("status") or {}
@@ -206,7 +206,7 @@ class KeyKeeper:
             observed_generation=generation).to_k8s()
         await self._patch(fleet, key.name, key.obj, status, new, result)
 
-    async def _write_bad(self, fleet: str, bad: BadKey) -> None:
+    async def _write_bad(self, fleet: str, bad: UnusableKey) -> None:
         """A key whose spec cannot be used: Invalid, with the reason on itself; its fleet's
         other keys and releases go on as if it were not there."""
         status: Mapping[str, Any] = bad.obj.get("status") or {}

@@ -41,7 +41,7 @@ from flashgate.api import (
 )
 from flashgate.api.rollbackfloor import MAX_PUBLICATIONS, RollbackFloorStatus
 from flashgate.api.schema import MAX_DOCUMENT_CHARS
-from flashgate.trust.payloads import ReleaseManifest
+from flashgate.trust.fleet import expected_manifest
 from flashgate.trust.vocabulary import Reason, Tier
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "flashgate"}
@@ -50,12 +50,7 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "flashgate"}
 def manifest_digest(fleet: str, spec: FirmwareReleaseSpec) -> str:
     """SHA-256 (hex) of the release manifest the spec declares, in its one deterministic CBOR
     encoding: equal to the signed payload's digest once the verifier found them equal."""
-    artifact = spec.artifact
-    manifest = ReleaseManifest(
-        fleet=fleet, product=spec.product, tier=Tier(spec.tier), version=spec.version,
-        security_version=spec.security_version, artifact_name=artifact.name,
-        artifact_size=artifact.size, artifact_sha256=bytes.fromhex(artifact.sha256))
-    return hashlib.sha256(manifest.to_cbor()).hexdigest()
+    return hashlib.sha256(expected_manifest(fleet, spec).to_cbor()).hexdigest()
 
 
 def job_document(*, fleet: str, name: str, spec: FirmwareReleaseSpec,

@@ -46,8 +46,8 @@ from flashgate.operator.kube import JSON
 from flashgate.operator.metrics import Metrics
 from flashgate.operator.redact import redact_text
 from flashgate.operator.store import FIRMWARE_RELEASES, Store
-from flashgate.trust.cose import CT_RELEASE, parse_sign1
-from flashgate.trust.vocabulary import Reason, TrustError
+from flashgate.trust.fleet import signer_key_ids
+from flashgate.trust.vocabulary import Reason
 from flashgate.verifier_api.client import VerifierUnavailable
 from flashgate.verifier_api.models import ReleaseRequest, ReleaseVerdict
 
@@ -335,7 +335,7 @@ class ReleaseGate:
                                                exclude={"republish"}),
             "floor": floor, "now": now,
             "keys": [e.to_json() for e in self.view.key_entries(
-                release.fleet, now, _named_key_ids(release.spec.signatures))]})
+                release.fleet, now, signer_key_ids(release.spec.signatures))]})
         call = asyncio.ensure_future(self.verifier.verify_release(request))
         try:
             done, _ = await asyncio.wait({call}, timeout=VERIFYING_AFTER)
@@ -450,18 +450,6 @@ class ReleaseGate:
         if phase != "Published" and not keep_evidence:
             body.update({"publishedAt": None, "publishedTo": None})
         return body
-
-
-def _named_key_ids(signatures: list[str]) -> set[str]:
-    """The keyIds the envelopes name (their kid: a hint, not trusted). Only those keys can take
-    part in the verdict, so only they are sent to the verifier, whatever the fleet's size."""
-    named = set()
-    for text in signatures:
-        try:
-            named.add(parse_sign1(text, CT_RELEASE).key_id)
-        except TrustError:
-            continue  # the verifier says what is wrong with it
-    return named
 
 
 def _revoked_message(key_ids: Iterable[str]) -> str:

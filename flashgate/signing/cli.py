@@ -1,10 +1,12 @@
 """The signing station's command line: `flashgate` (also installed as `kubectl-flashgate`).
 
 Shaped like sigstore-python's CLI: one parser builder (`build_parser`), one function per
-subcommand (`_keygen`, `_endorse`, `_sign`, `_revoke`, `_verify`, `_status`), one place that
-catches the station's base error (`main`). Each subcommand validates every flag, input and output
-path before it asks for a PIN or signs anything, and never overwrites a file silently. Results go
-to stdout; progress, warnings and "OK" to stderr.
+subcommand (`_keygen`, `_endorse`, `_sign`, `_revoke`, `_verify`, `_status`) that turns flags into
+calls of the station's rules (`flashgate.signing.station`: keys in hand, key files, endorsement,
+revocation and release plans, co-signing checks) and prints the result, one place that catches
+the station's base error (`main`). Each subcommand validates every flag, input and output path
+before it asks for a PIN or signs anything, and never overwrites a file silently. Results go to
+stdout; progress, warnings and "OK" to stderr.
 
 Exit codes: 0 success (verify: accepted); 1 a trust, token or HSM failure (verify: rejected);
 2 the command could not run as given (usage, missing or malformed input, existing output).
@@ -14,38 +16,21 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
 import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from pydantic import BaseModel, ValidationError
-
-from flashgate.api import DEFAULT_OVERLAP, MAX_SECURITY_VERSION
-from flashgate.signing import devfile, filekeys
+from flashgate.api import MAX_SECURITY_VERSION, FirmwareReleaseSpec
+from flashgate.signing import devfile, filekeys, station
 from flashgate.signing.errors import StationError, UsageError
 from flashgate.signing.files import Output, check_readable, hash_file, read_text
-from flashgate.signing.inputs import (
-    TIERS,
-    check_fleet,
-    check_name,
-    default_release_name,
-    parse_duration,
-    parse_time,
-)
+from flashgate.signing.inputs import TIERS, parse_time
+from flashgate.signing.offline import verify_offline
 from flashgate.signing.resources import (
-    DEFAULT_CHANNEL,
-    ReleaseFile,
-    SigningKeyFile,
-    check_key_fields,
     check_release_fields,
     dump_yaml,
     load_release,
@@ -54,19 +39,12 @@ from flashgate.signing.resources import (
     signing_key_doc,
 )
 from flashgate.trust import cose
-from flashgate.trust.durations import format_duration
-from flashgate.trust.keyring import ROOT, KeyRecord, root_key
+from flashgate.trust.keyring import ROOT
 from flashgate.trust.keys import key_id as compute_key_id
 from flashgate.trust.keys import spki_from_pem, spki_to_pem
 from flashgate.trust.payloads import KeyEndorsement, ReleaseManifest, Revocation
 from flashgate.trust.release import Policy
-from flashgate.trust.vocabulary import Algorithm, Tier, TrustError
-
-if TYPE_CHECKING:
-    from flashgate.signing.offline import FleetKey
-    from flashgate.signing.pkcs11 import HsmKey, Pkcs11Token
-
-_S = TypeVar("_S", bound=BaseModel)
+from flashgate.trust.vocabulary import Algorithm, Tier
 
 ALGORITHMS = tuple(str(a) for a in Algorithm)
 
@@ -375,107 +353,15 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _a(word: str) -> str:
-    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
-
-
 def _now() -> int:
     return int(time.time())
 
 
-@dataclass(frozen=True)
-class _Key:
-    """A signing key in hand: the signer, its recorded tier, how messages name it, and the open
-    token it lives in (None for a file key), for finding other keys in the same login."""
-
-    signer: cose.Signer
-    tier: str | None
-    spki: bytes
-    name: str
-    token: Pkcs11Token | None = None
+def _hsm(args: argparse.Namespace) -> station.HsmChoice:
+    return station.HsmChoice(args.pkcs11_module, args.token, args.pin_env)
 
 
-@contextlib.contextmanager
-def _open_key(args: argparse.Namespace, label: str | None, dev_file: Path | None,
-              flag: str = "--dev-file") -> Iterator[_Key]:
-    """The key named by an HSM label or a development file, open for signing."""
-    if dev_file is not None:
-        key = devfile.load_dev_key(dev_file, flag)
-        _say(f"warning: signing with development file key {dev_file}: not for production")
-        yield _Key(key.signer, key.tier, key.signer.spki_der, str(dev_file))
-        return
-    assert label is not None
-    from flashgate.signing.pkcs11 import Pkcs11Token, hsm_args_config
-
-    config = hsm_args_config(args.pkcs11_module, args.token, args.pin_env, os.environ)
-    with Pkcs11Token(config) as token:
-        signer = token.signer(label)
-        yield _Key(signer, signer.key.tier, signer.key.spki,
-                   f"key {label!r} in token {config.token!r}", token)
-
-
-def _find_in_token(args: argparse.Namespace, root: _Key, label: str) -> HsmKey:
-    """The HSM key `label`: in the root's token session when the root is there (one login)."""
-    if root.token is not None:
-        return root.token.find(label)
-    from flashgate.signing.pkcs11 import Pkcs11Token, hsm_args_config
-
-    config = hsm_args_config(args.pkcs11_module, args.token, args.pin_env, os.environ)
-    with Pkcs11Token(config) as token:
-        return token.find(label)
-
-
-def _require_tier(key: _Key, tier: str, doing: str) -> None:
-    """Refuses a key recorded for another tier: the station's guard against slips (the
-    verifier's endorsement check is the real boundary)."""
-    if key.tier is None:
-        _say(f"warning: {key.name} does not record its tier; cannot check it is {_a(tier)} key")
-        return
-    if key.tier != tier:
-        kind = "a fleet root key" if key.tier == ROOT else f"{_a(key.tier)} key"
-        raise StationError(f"{key.name} is {kind}; it may not {doing}",
-                           f"use a key generated with `flashgate keygen --tier {tier}`"
-                           if tier != ROOT else "use the fleet root key")
-
-
-def _sign_and_check(key: _Key, content_type: str, payload: bytes) -> bytes:
-    """Signs, then verifies the envelope with the key's public key before anything is written:
-    an HSM that returns a wrong signature fails here, not at the cluster."""
-    try:
-        envelope = cose.sign1(key.signer, content_type, payload)
-        cose.verify_sign1(cose.parse_sign1(envelope, content_type), key.signer.algorithm,
-                          key.spki)
-    except (TrustError, ValueError) as err:
-        raise StationError(f"{key.name} produced a signature that does not verify: {err}",
-                           "check the HSM and its PKCS#11 module") from err
-    return envelope
-
-
-def _load_public_key(text: str, where: str) -> tuple[bytes, str | None]:
-    """DER SPKI of a PEM public key, or of a development private key file (with its tier)."""
-    if "PRIVATE KEY" in text:
-        key = devfile.load_dev_key(Path(where), "--key")
-        return key.signer.spki_der, key.tier
-    try:
-        public = serialization.load_pem_public_key(text.encode("ascii"))
-    except (ValueError, UnicodeError) as err:
-        raise UsageError(f"--key {where}: not a PEM public key ({err})") from None
-    if not isinstance(public, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
-        raise UsageError(f"--key {where}: an {type(public).__name__}, expected Ed25519 or P-256")
-    return public.public_bytes(serialization.Encoding.DER,
-                               serialization.PublicFormat.SubjectPublicKeyInfo), None
-
-
-def _algorithm_of(spki: bytes, where: str) -> Algorithm:
-    public = serialization.load_der_public_key(spki)
-    if isinstance(public, ed25519.Ed25519PublicKey):
-        return Algorithm.ED25519
-    if isinstance(public, ec.EllipticCurvePublicKey) and isinstance(public.curve, ec.SECP256R1):
-        return Algorithm.ES256
-    raise UsageError(f"{where}: only Ed25519 and P-256 keys are supported")
-
-
-# --- subcommands -------------------------------------------------------------------------------
+# --- subcommands: flags in, station rules, results out ----------------------------------------
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -498,7 +384,7 @@ def _keygen(args: argparse.Namespace) -> int:
     else:
         from flashgate.signing.pkcs11 import Pkcs11Token, hsm_args_config
 
-        _check_label(args.label)
+        station.check_label(args.label)
         config = hsm_args_config(args.pkcs11_module, args.token, args.pin_env, os.environ)
         with Pkcs11Token(config, rw=True) as token:
             made = token.generate(args.label, tier, algorithm)
@@ -511,71 +397,49 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_label(label: str) -> None:
-    """A label people can type and tools can show: printable, no leading/trailing blanks."""
-    if not label or label != label.strip() or not label.isprintable() or len(label) > 128:
-        raise UsageError(f"--label {label!r}: use up to 128 printable characters, no leading or "
-                         "trailing spaces")
-
-
 def _endorse(args: argparse.Namespace) -> int:
-    now = _now()
-    fleet = check_fleet(args.fleet)
-    name = check_name(args.name, "--name")
-    tier = Tier(args.tier)
-    not_before = parse_time(args.not_before, now, "--not-before")
-    if args.valid_for is not None:
-        not_after = not_before + parse_duration(args.valid_for, "--valid-for")
-    else:
-        not_after = parse_time(args.not_after, now, "--not-after")
-    if not_after <= not_before:
-        raise UsageError("--not-after must be later than --not-before")
-    if args.overlap is not None and args.replaces is None:
-        raise UsageError("--overlap needs --replaces (the key whose trust overlaps this one)")
-    replaces = check_name(args.replaces, "--replaces") if args.replaces else None
-    if replaces == name:
-        raise UsageError("--replaces names the key itself")
-    overlap = (format_duration(parse_duration(args.overlap or DEFAULT_OVERLAP, "--overlap"))
-               if replaces else None)
-    activate_at = (parse_time(args.activate_at, now, "--activate-at")
-                   if args.activate_at else None)
-    if activate_at is not None and not not_before <= activate_at < not_after:
-        raise UsageError("--activate-at must be inside the validity (--not-before .. --not-after)")
-    check_key_fields(tier=tier, not_before=not_before, not_after=not_after, replaces=replaces,
-                     overlap=overlap, activate_at=activate_at)
+    plan = station.key_plan(
+        name=args.name, fleet=args.fleet, tier=args.tier, not_before=args.not_before,
+        not_after=args.not_after, valid_for=args.valid_for, replaces=args.replaces,
+        overlap=args.overlap, activate_at=args.activate_at, now=_now())
     output = Output(args.output)
     output.check()
+    tier = plan.tier
     key_file = Path(args.key)
     spki = None
     if key_file.is_file() or args.key.endswith((".pem", ".pub")):
-        spki, recorded = _load_public_key(read_text(key_file, "--key"), args.key)
+        spki, recorded = station.load_public_key(read_text(key_file, "--key"), args.key)
         if recorded is not None and recorded != tier:
-            raise StationError(f"--key {args.key} is {_a(recorded)} key, not {_a(tier)} key")
+            raise StationError(f"--key {args.key} is {station.a_or_an(recorded)} key, not "
+                               f"{station.a_or_an(tier)} key")
 
-    with _open_key(args, args.root_key, args.root_dev_file, "--root-dev-file") as root:
-        _require_tier(root, ROOT, "endorse keys (only a fleet root does)")
+    with station.open_key(_hsm(args), args.root_key, args.root_dev_file, _say,
+                          "--root-dev-file") as root:
+        station.require_tier(root, ROOT, "endorse keys (only a fleet root does)", _say)
         if spki is None:
-            found = _find_in_token(args, root, args.key)
+            found = station.find_in_token(_hsm(args), root, args.key)
             if found.tier != tier:
                 raise StationError(f"key {args.key!r} was generated for tier {found.tier}, "
                                    f"not {tier}", "endorse it for its own tier, or generate a "
                                    f"new key with --tier {tier}")
             spki = found.spki
-        algorithm = _algorithm_of(spki, f"--key {args.key}")
+        algorithm = station.algorithm_of(spki, f"--key {args.key}")
         if compute_key_id(spki) == root.signer.key_id:
             raise UsageError("--key is the root key itself; the root is never a tier key")
-        payload = KeyEndorsement(fleet=fleet, tier=tier, key_id=bytes.fromhex(compute_key_id(spki)),
-                                 algorithm=algorithm, public_key=spki, not_before=not_before,
-                                 not_after=not_after).to_cbor()
-        envelope = _sign_and_check(root, cose.CT_KEY, payload)
-    doc = signing_key_doc(name=name, fleet=fleet, tier=tier, algorithm=algorithm,
-                          public_pem=spki_to_pem(spki), not_before=not_before,
-                          not_after=not_after, endorsement=envelope, replaces=replaces,
-                          overlap=overlap, activate_at=activate_at)
+        payload = KeyEndorsement(fleet=plan.fleet, tier=tier,
+                                 key_id=bytes.fromhex(compute_key_id(spki)), algorithm=algorithm,
+                                 public_key=spki, not_before=plan.not_before,
+                                 not_after=plan.not_after).to_cbor()
+        envelope = station.sign_and_check(root, cose.CT_KEY, payload)
+    doc = signing_key_doc(name=plan.name, fleet=plan.fleet, tier=tier, algorithm=algorithm,
+                          public_pem=spki_to_pem(spki), not_before=plan.not_before,
+                          not_after=plan.not_after, endorsement=envelope,
+                          replaces=plan.replaces, overlap=plan.overlap,
+                          activate_at=plan.activate_at)
     output.write(dump_yaml(doc))
     where = f" to {args.output}" if args.output else ""
-    _say(f"OK: endorsed {compute_key_id(spki)} for {tier} in fleet {fleet}; SigningKey {name}"
-         f"{where}")
+    _say(f"OK: endorsed {compute_key_id(spki)} for {tier} in fleet {plan.fleet}; SigningKey "
+         f"{plan.name}{where}")
     return 0
 
 
@@ -586,7 +450,10 @@ def _sign(args: argparse.Namespace) -> int:
     existing = load_release(args.add_signature, "--add-signature") if adding else None
     output = Output(args.add_signature if args.in_place else args.output, replace=args.in_place)
     check_readable(args.artifact, "--artifact")
-    plan = _release_plan(args, existing)
+    plan = station.release_plan(station.RequestedRelease(
+        tier=args.tier, fleet=args.fleet, product=args.product, version=args.version,
+        security_version=args.security_version, url=args.url, channel=args.channel,
+        name=args.name, artifact_name=args.artifact_name, artifact=args.artifact), existing)
     if existing is None:
         # Every field the API would refuse is refused now, before the PIN and the signature.
         check_release_fields(ReleaseManifest(
@@ -596,18 +463,18 @@ def _sign(args: argparse.Namespace) -> int:
             plan.url, plan.channel)
     output.check()
 
-    with _open_key(args, args.key, args.dev_file) as key:
-        _require_tier(key, plan.tier, f"sign {_a(plan.tier)} release")
+    with station.open_key(_hsm(args), args.key, args.dev_file, _say) as key:
+        station.require_tier(key, plan.tier, f"sign {station.a_or_an(plan.tier)} release", _say)
         if existing is not None:
-            _check_not_signed_by(existing, key)
+            station.check_not_signed_by(existing, key)
         digest = hash_file(args.artifact, "--artifact", progress=sys.stderr)
         manifest = ReleaseManifest(
             fleet=plan.fleet, product=plan.product, tier=Tier(plan.tier), version=plan.version,
             security_version=plan.security_version, artifact_name=plan.artifact_name,
             artifact_size=digest.size, artifact_sha256=digest.sha256)
         if existing is not None:
-            _check_same_release(existing, manifest, args.artifact)
-        envelope = _sign_and_check(key, cose.CT_RELEASE, manifest.to_cbor())
+            station.check_same_release(existing, manifest, args.artifact)
+        envelope = station.sign_and_check(key, cose.CT_RELEASE, manifest.to_cbor())
         signer_id = key.signer.key_id
 
     if existing is None:
@@ -626,205 +493,62 @@ def _sign(args: argparse.Namespace) -> int:
     return 0
 
 
-@dataclass(frozen=True)
-class _Plan:
-    name: str
-    fleet: str
-    tier: str
-    product: str
-    version: str
-    security_version: int
-    url: str
-    channel: str
-    artifact_name: str
-
-
-def _release_plan(args: argparse.Namespace, existing: ReleaseFile | None) -> _Plan:
-    """The release to sign, from the flags (new) or the YAML (--add-signature; flags given must
-    agree with it)."""
-    if existing is not None:
-        m = existing.manifest
-        declared = {"tier": str(m.tier), "fleet": m.fleet, "product": m.product,
-                    "version": m.version, "security_version": m.security_version,
-                    "url": existing.url, "channel": existing.channel, "name": existing.name}
-        for flag, value in declared.items():
-            given = getattr(args, flag)
-            if given is not None and given != value:
-                raise UsageError(f"--{flag.replace('_', '-')} {given!r} differs from the "
-                                 f"release being co-signed ({value!r})")
-        if args.artifact_name not in (None, m.artifact_name):
-            raise UsageError(f"--artifact-name {args.artifact_name!r} differs from the release "
-                             f"being co-signed ({m.artifact_name!r})")
-        return _Plan(existing.name, m.fleet, str(m.tier), m.product, m.version,
-                     m.security_version, existing.url, existing.channel, m.artifact_name)
-    required = ("tier", "fleet", "product", "version", "security_version", "url")
-    missing = [f"--{f.replace('_', '-')}" for f in required if getattr(args, f) is None]
-    if missing:
-        raise UsageError(f"sign needs {', '.join(missing)} (or --add-signature RELEASE.yaml)")
-    name = args.name or default_release_name(args.product, args.tier, args.version)
-    return _Plan(check_name(name, "--name"), check_fleet(args.fleet), args.tier, args.product,
-                 args.version, args.security_version, args.url,
-                 args.channel or DEFAULT_CHANNEL, args.artifact_name or args.artifact.name)
-
-
-def _check_not_signed_by(existing: ReleaseFile, key: _Key) -> None:
-    for envelope in existing.signatures:
-        with contextlib.suppress(TrustError):
-            if cose.parse_sign1(envelope, cose.CT_RELEASE).key_id == key.signer.key_id:
-                raise StationError(f"{key.name} already signed this release; a threshold "
-                                   "needs distinct keys", "have another key holder sign it")
-
-
-def _check_same_release(existing: ReleaseFile, manifest: ReleaseManifest, path: Path) -> None:
-    """The co-signed manifest must be byte for byte the one each existing signature covers, and
-    the YAML's spec must declare exactly it: a second signer signs what they hashed themselves."""
-    declared = existing.manifest
-    if (declared.artifact_size, declared.artifact_sha256) != (manifest.artifact_size,
-                                                              manifest.artifact_sha256):
-        raise StationError(
-            f"--artifact {path} is {manifest.artifact_size} bytes with sha256 "
-            f"{manifest.artifact_sha256.hex()}; the release declares {declared.artifact_size} "
-            f"bytes with sha256 {declared.artifact_sha256.hex()}",
-            "co-sign only the very build the first signer signed")
-    payload = manifest.to_cbor()
-    for i, envelope in enumerate(existing.signatures, start=1):
-        try:
-            signed = cose.parse_sign1(envelope, cose.CT_RELEASE).payload
-        except TrustError as err:
-            raise UsageError(f"--add-signature: signature {i} is malformed ({err.message})"
-                             ) from None
-        if signed != payload:
-            try:
-                detail = "; ".join(ReleaseManifest.from_cbor(signed).differences(manifest))
-            except TrustError as err:
-                detail = err.message
-            raise StationError(f"signature {i} of the release covers another manifest: {detail}",
-                               "the YAML was edited after it was signed; start from the "
-                               "signer's original file")
-
-
 def _revoke(args: argparse.Namespace) -> int:
     now = _now()
-    if args.signing_key_yaml is not None:
-        found = load_signing_keys([args.signing_key_yaml], "--signing-key-yaml")
-        if len(found) != 1:
-            raise UsageError(f"--signing-key-yaml {args.signing_key_yaml}: expected one "
-                             f"SigningKey, found {len(found)}")
-        record = found[0]
-        try:
-            key_hex = compute_key_id(spki_from_pem(record.public_pem))
-        except TrustError as err:
-            raise UsageError(f"{record.where}: spec.publicKey: {err.message}") from None
-        for flag, given, value in (("--fleet", args.fleet, record.fleet),
-                                   ("--name", args.name, record.name)):
-            if given is not None and given != value:
-                raise UsageError(f"{flag} {given!r} differs from the SigningKey's {value!r}")
-        fleet, name = record.fleet, record.name
-    else:
-        key_hex = args.key_id.lower()
-        if len(key_hex) != 64 or any(c not in "0123456789abcdef" for c in key_hex):
-            raise UsageError(f"--key-id {args.key_id!r} is not 64 hex digits")
-        if args.fleet is None or args.name is None:
-            raise UsageError("--key-id needs --fleet and --name (the SigningKey to patch)")
-        fleet, name = args.fleet, args.name
-    check_fleet(fleet)
-    check_name(name, "--name")
+    target = station.revocation_target(signing_key_yaml=args.signing_key_yaml,
+                                       key_id=args.key_id, fleet=args.fleet, name=args.name)
     revoked_at = parse_time(args.revoked_at, now, "--revoked-at")
     output = Output(args.output)
     output.check()
 
-    with _open_key(args, args.root_key, args.root_dev_file, "--root-dev-file") as root:
-        _require_tier(root, ROOT, "revoke keys (only a fleet root does)")
-        payload = Revocation(fleet=fleet, key_id=bytes.fromhex(key_hex), revoked_at=revoked_at,
-                             reason=args.reason).to_cbor()
-        envelope = _sign_and_check(root, cose.CT_REVOCATION, payload)
+    with station.open_key(_hsm(args), args.root_key, args.root_dev_file, _say,
+                          "--root-dev-file") as root:
+        station.require_tier(root, ROOT, "revoke keys (only a fleet root does)", _say)
+        payload = Revocation(fleet=target.fleet, key_id=bytes.fromhex(target.key_id),
+                             revoked_at=revoked_at, reason=args.reason).to_cbor()
+        envelope = station.sign_and_check(root, cose.CT_REVOCATION, payload)
     patch = json.dumps({"spec": {"revoked": True,
                                  "revocation": base64.b64encode(envelope).decode("ascii")}},
                        separators=(",", ":"))
     if args.output is not None:
         output.write(patch + "\n")
-        print(f"kubectl patch signingkey {name} -n {fleet} --type merge "
+        print(f"kubectl patch signingkey {target.name} -n {target.fleet} --type merge "
               f"--patch-file {args.output}")
     else:
-        print(f"kubectl patch signingkey {name} -n {fleet} --type merge -p '{patch}'")
-    _say(f"OK: root-signed revocation of key {key_hex} (SigningKey {name}, fleet {fleet}); "
-         "apply the patch to withdraw it")
+        print(f"kubectl patch signingkey {target.name} -n {target.fleet} --type merge "
+              f"-p '{patch}'")
+    _say(f"OK: root-signed revocation of key {target.key_id} (SigningKey {target.name}, fleet "
+         f"{target.fleet}); apply the patch to withdraw it")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
-    # Imported here: the sidecar's service (and aiohttp) load only for `verify`.
-    from flashgate.signing.offline import verify_offline
-    from flashgate.verifier_api.models import ReleaseSpec
-
     now = parse_time(args.now, _now(), "--now") if args.now else _now()
     release = load_release(args.release, "--release")
     fleet = release.manifest.fleet
     check_readable(args.artifact, "--artifact")
-    policy = Policy(thresholds=_thresholds(args.threshold),
+    policy = Policy(thresholds=station.parse_thresholds(args.threshold),
                     max_security_version_jump=args.max_jump)
-    roots = [_root_record(path) for path in args.root]
-    keys = _fleet_keys(load_signing_keys(args.keys, "--keys"), fleet)
+    roots = [station.root_record(path) for path in args.root]
+    keys = station.fleet_keys(load_signing_keys(args.keys, "--keys"), fleet, _say)
     answer = verify_offline(
-        roots=roots, policy=policy, fleet=fleet, name=release.name,
-        release=_validated_spec(ReleaseSpec, release.doc["spec"], f"--release {args.release}"),
+        roots=roots, policy=policy, fleet=fleet,
+        release=station.validated_spec(FirmwareReleaseSpec, release.doc["spec"],
+                                       f"--release {args.release}"),
         keys=keys, artifact=args.artifact, floor=args.floor, now=now, progress=sys.stderr,
         warn=lambda message: _say(f"warning: {message}"))
-    if not answer.accepted:
-        print(f"rejected {answer.reason}: {answer.message}")
+    verdict = answer.verdict
+    if not verdict.accepted:
+        print(f"rejected {verdict.reason}: {verdict.message}")
         return 1
     names = {compute_key_id(spki_from_pem(k.spec.public_key)): k.name for k in keys}
-    signers = ", ".join(f"{names[k]} ({k})" if k in names else k for k in answer.key_ids)
+    signers = ", ".join(f"{names[k]} ({k})" if k in names else k for k in verdict.key_ids)
     m = release.manifest
+    sha256 = answer.sha256.hex() if answer.sha256 is not None else None
     print(f"accepted {release.name}: {m.tier} {m.product} {m.version} (securityVersion "
-          f"{m.security_version}), sha256 {answer.sha256}, signed by {signers}")
-    _say(f"OK: {answer.message}")
+          f"{m.security_version}), sha256 {sha256}, signed by {signers}")
+    _say(f"OK: {verdict.message}")
     return 0
-
-
-def _fleet_keys(found: Sequence[SigningKeyFile], fleet: str) -> list[FleetKey]:
-    """The release's fleet's SigningKeys, as the operator hands them to the sidecar."""
-    from flashgate.signing.offline import FleetKey
-    from flashgate.verifier_api.models import SigningKeySpec
-
-    keys = []
-    for key in found:
-        if key.fleet != fleet:
-            _say(f"warning: {key.where}: belongs to fleet {key.fleet!r}, the release to "
-                 f"{fleet!r}; not used")
-            continue
-        keys.append(FleetKey(key.name, _validated_spec(SigningKeySpec, key.spec, key.where)))
-    return keys
-
-
-def _validated_spec(model: type[_S], spec: Any, where: str) -> _S:
-    try:
-        return model.model_validate(spec)
-    except ValidationError as err:
-        problems = "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                             for e in err.errors())
-        raise UsageError(f"{where}: {problems}") from None
-
-
-def _thresholds(items: Sequence[str]) -> dict[Tier, int]:
-    result: dict[Tier, int] = {}
-    for item in items:
-        tier, _, count = item.partition("=")
-        if tier not in TIERS or not count.isdigit() or int(count) < 1:
-            raise UsageError(f"--threshold {item!r}: write TIER=K, e.g. bootloader=2")
-        result[Tier(tier)] = int(count)
-    return result
-
-
-def _root_record(path: Path) -> KeyRecord:
-    text = read_text(path, "--root")
-    try:
-        public = serialization.load_pem_public_key(text.encode("ascii"))
-    except (ValueError, UnicodeError) as err:
-        raise UsageError(f"--root {path}: not a PEM public key ({err})") from None
-    spki = public.public_bytes(serialization.Encoding.DER,
-                               serialization.PublicFormat.SubjectPublicKeyInfo)
-    return root_key(spki, _algorithm_of(spki, f"--root {path}"), name=f"root {path.name}")
 
 
 def _status(args: argparse.Namespace) -> int:

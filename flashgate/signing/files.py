@@ -136,7 +136,7 @@ class Digest:
 
     size: int
     sha256: bytes
-    truncated: bool = False
+    oversized: bool = False
 
 
 def hash_file(path: Path, flag: str, limit: int | None = None, *,
@@ -147,7 +147,7 @@ def hash_file(path: Path, flag: str, limit: int | None = None, *,
         path: The artifact.
         flag: The flag that named it, for messages.
         limit: Stop after this many bytes (the signed size, as the sidecar's fetcher does);
-            `truncated` then says whether the file had more.
+            `oversized` then says whether the file had more.
         progress: A stream for a progress bar (stderr); drawn only when it is a terminal and the
             file is large.
 
@@ -169,11 +169,11 @@ def hash_file(path: Path, flag: str, limit: int | None = None, *,
                 sha.update(chunk)
                 size += len(chunk)
                 bar.update(size)
-            truncated = limit is not None and size == limit and bool(handle.read(1))
+            oversized = limit is not None and size == limit and bool(handle.read(1))
             bar.done()
     except OSError as err:
         raise UsageError(f"{flag} {path}: read failed ({err.strerror})") from err
-    return Digest(size=size, sha256=sha.digest(), truncated=truncated)
+    return Digest(size=size, sha256=sha.digest(), oversized=oversized)
 
 
 class _Bar:

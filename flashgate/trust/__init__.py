@@ -34,12 +34,13 @@ from flashgate.trust.keys import (
     spki_to_pem,
     verify_signature,
 )
-from flashgate.trust.payloads import KeyEndorsement, ReleaseManifest, Revocation
+from flashgate.trust.payloads import MAX_UINT, KeyEndorsement, ReleaseManifest, Revocation
 from flashgate.trust.release import (
     MAX_SIGNATURES,
     Policy,
     check_artifact,
     check_rollback,
+    final_verdict,
     verify_release,
 )
 from flashgate.trust.rotation import (
@@ -68,6 +69,7 @@ __all__ = [
     "DEFAULT_OVERLAP",
     "MAX_ENVELOPE_BYTES",
     "MAX_SIGNATURES",
+    "MAX_UINT",
     "ROOT",
     "TRUSTED_PHASES",
     "Algorithm",
@@ -94,6 +96,7 @@ __all__ = [
     "decode_b64",
     "encode",
     "endorsed_record",
+    "final_verdict",
     "fleet_phases",
     "format_duration",
     "format_time",

@@ -26,11 +26,11 @@ from typing import Final, Literal
 from flashgate.trust.cose import CT_KEY, CT_REVOCATION, parse_sign1, verify_sign1
 from flashgate.trust.keys import key_id as compute_key_id
 from flashgate.trust.keys import load_spki
-from flashgate.trust.payloads import KeyEndorsement, Revocation
+from flashgate.trust.payloads import MAX_UINT, KeyEndorsement, Revocation
 from flashgate.trust.vocabulary import Algorithm, Reason, Tier, TrustError, Verdict, format_time
 
 ROOT: Final = "root"
-ROOT_NOT_AFTER: Final = 2**64 - 1
+ROOT_NOT_AFTER: Final = MAX_UINT
 """A root is configured out of band (sidecar configuration, device ROM) and trusted for as long
 as it is configured: the end of the wire format's time range (uint64 seconds)."""
 
@@ -130,14 +130,6 @@ class KeyRing:
     def get(self, key_id: str) -> KeyRecord | None:
         return self._records.get(key_id)
 
-    def trust_set(self, tier: Tier, now: int) -> list[KeyRecord]:
-        """Keys of `tier` that may sign a release at `now`: not revoked or retired, valid."""
-        return [
-            r
-            for r in self._records.values()
-            if r.tier == tier and not r.revoked and not r.retired and r.valid_at(now)
-        ]
-
     def roots(self) -> list[KeyRecord]:
         """The root records (tier "root")."""
         return [r for r in self._records.values() if r.tier == ROOT]
@@ -167,9 +159,15 @@ def _root_signed_payload(
     return message.payload, root
 
 
-def _verified_endorsement(
+def verified_endorsement(
     envelope: bytes | str, roots: Sequence[KeyRecord]
 ) -> tuple[KeyEndorsement, KeyRecord]:
+    """Checks 1-4 of a key endorsement: its verified, decoded payload and the root that signed it.
+    Nothing is compared with what a SigningKey declares (that is `endorsement_verdict`).
+
+    Raises:
+        TrustError: with the reason of the failed check.
+    """
     payload, root = _root_signed_payload(envelope, CT_KEY, roots)
     return KeyEndorsement.from_cbor(payload), root
 
@@ -179,6 +177,44 @@ def _check_fleet(what: str, fleet: str, signed: str) -> None:
         raise TrustError(
             Reason.ManifestMismatch, f"{what} is for fleet {signed!r}, expected {fleet!r}"
         )
+
+
+def endorsement_verdict(
+    endorsement: KeyEndorsement,
+    root: KeyRecord,
+    fleet: str,
+    *,
+    tier: Tier,
+    algorithm: Algorithm,
+    public_key: bytes,
+    not_before: int,
+    not_after: int,
+) -> Verdict:
+    """Check 5: a verified endorsement (from `verified_endorsement`) against what a SigningKey
+    declares; any difference is `ManifestMismatch`. Accepted: `key_ids` holds the root's keyId."""
+    pairs = [
+        ("fleet", fleet, endorsement.fleet),
+        ("tier", str(tier), str(endorsement.tier)),
+        ("algorithm", str(algorithm), str(endorsement.algorithm)),
+        ("keyId", compute_key_id(public_key), endorsement.key_id.hex()),
+        ("notBefore", not_before, endorsement.not_before),
+        ("notAfter", not_after, endorsement.not_after),
+    ]
+    differences = [
+        f"{name}: declared {declared!r}, endorsed {signed!r}"
+        for name, declared, signed in pairs
+        if declared != signed
+    ]
+    if differences:
+        return Verdict.reject(
+            Reason.ManifestMismatch,
+            "key endorsement differs from the SigningKey: " + "; ".join(differences),
+        )
+    return Verdict.accept(
+        f"key {endorsement.key_id.hex()} endorsed by root {root.label} for tier "
+        f"{endorsement.tier}, valid {format_time(not_before)} to {format_time(not_after)}",
+        key_ids=(root.key_id,),
+    )
 
 
 def verify_endorsement(
@@ -205,31 +241,35 @@ def verify_endorsement(
         A verdict; when accepted, `key_ids` holds the root's keyId (the signature that counted).
     """
     try:
-        endorsement, root = _verified_endorsement(envelope, roots)
+        endorsement, root = verified_endorsement(envelope, roots)
     except TrustError as exc:
         return Verdict.reject(exc.reason, f"key endorsement: {exc.message}")
-    pairs = [
-        ("fleet", fleet, endorsement.fleet),
-        ("tier", str(tier), str(endorsement.tier)),
-        ("algorithm", str(algorithm), str(endorsement.algorithm)),
-        ("keyId", compute_key_id(public_key), endorsement.key_id.hex()),
-        ("notBefore", not_before, endorsement.not_before),
-        ("notAfter", not_after, endorsement.not_after),
-    ]
-    differences = [
-        f"{name}: declared {declared!r}, endorsed {signed!r}"
-        for name, declared, signed in pairs
-        if declared != signed
-    ]
-    if differences:
-        return Verdict.reject(
-            Reason.ManifestMismatch,
-            "key endorsement differs from the SigningKey: " + "; ".join(differences),
-        )
-    return Verdict.accept(
-        f"key {endorsement.key_id.hex()} endorsed by root {root.label} for tier "
-        f"{endorsement.tier}, valid {format_time(not_before)} to {format_time(not_after)}",
-        key_ids=(root.key_id,),
+    return endorsement_verdict(
+        endorsement,
+        root,
+        fleet,
+        tier=tier,
+        algorithm=algorithm,
+        public_key=public_key,
+        not_before=not_before,
+        not_after=not_after,
+    )
+
+
+def record_of(
+    endorsement: KeyEndorsement, name: str = "", revoked: bool = False, retired: bool = False
+) -> KeyRecord:
+    """The KeyRecord of a verified endorsement: tier, algorithm and validity from its payload."""
+    return KeyRecord(
+        key_id=endorsement.key_id.hex(),
+        tier=endorsement.tier,
+        algorithm=endorsement.algorithm,
+        public_key=endorsement.public_key,
+        not_before=endorsement.not_before,
+        not_after=endorsement.not_after,
+        revoked=revoked,
+        retired=retired,
+        name=name,
     )
 
 
@@ -248,19 +288,9 @@ def endorsed_record(
         TrustError: with the reason of the failed check (1-4 above; another fleet is
             `ManifestMismatch`).
     """
-    endorsement, _ = _verified_endorsement(envelope, roots)
+    endorsement, _ = verified_endorsement(envelope, roots)
     _check_fleet("key endorsement", fleet, endorsement.fleet)
-    return KeyRecord(
-        key_id=endorsement.key_id.hex(),
-        tier=endorsement.tier,
-        algorithm=endorsement.algorithm,
-        public_key=endorsement.public_key,
-        not_before=endorsement.not_before,
-        not_after=endorsement.not_after,
-        revoked=revoked,
-        retired=retired,
-        name=name,
-    )
+    return record_of(endorsement, name=name, revoked=revoked, retired=retired)
 
 
 def verify_revocation(envelope: bytes | str, fleet: str, roots: Sequence[KeyRecord]) -> Revocation:

@@ -17,12 +17,13 @@ from flashgate.trust.keys import load_spki
 from flashgate.trust.vocabulary import Algorithm, Reason, Tier, TrustError
 
 FORMAT_VERSION = 1
-_UINT_LIMIT = 1 << 64
+MAX_UINT = 2**64 - 1
+"""The largest unsigned integer a payload carries (times, securityVersion): CBOR's 64 bits."""
 _SHA256_BYTES = 32
 
 
 def _is_uint(value: object) -> bool:
-    return type(value) is int and 0 <= value < _UINT_LIMIT
+    return type(value) is int and 0 <= value <= MAX_UINT
 
 
 def _fields(data: object, what: str, schema: Mapping[str, type]) -> dict[str, Any]:

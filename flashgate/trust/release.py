@@ -235,7 +235,7 @@ def verify_release(
 
 
 def check_artifact(
-    expected: ReleaseManifest, observed_size: int, observed_sha256: bytes, truncated: bool
+    expected: ReleaseManifest, observed_size: int, observed_sha256: bytes, oversized: bool
 ) -> Verdict:
     """Tail of step 8: the fetched bytes against the signed size and digest.
 
@@ -243,10 +243,10 @@ def check_artifact(
         expected: The verified manifest.
         observed_size: Bytes received (the fetcher stops at the signed size).
         observed_sha256: SHA-256 of the bytes received.
-        truncated: The source had more bytes than the signed size (the fetcher stopped early).
+        oversized: The source had more bytes than the signed size (the fetcher stopped early).
     """
     size = expected.artifact_size
-    if truncated:
+    if oversized:
         return Verdict.reject(
             Reason.SizeMismatch, f"artifact has more than the signed {size} bytes"
         )
@@ -265,3 +265,12 @@ def check_artifact(
         f"{expected.artifact_sha256.hex()} as signed",
         manifest=expected,
     )
+
+
+def final_verdict(signed: Verdict, artifact: Verdict) -> Verdict:
+    """The verdict on a release whose steps 1-7 passed (`signed`, from `verify_release`) once
+    step 8 checked its artifact (`artifact`, from `check_artifact`): the artifact's rejection, or
+    an acceptance saying both; either way carrying the keyIds that signed."""
+    if not artifact.accepted:
+        return replace(artifact, key_ids=signed.key_ids)
+    return Verdict.accept(f"{signed.message}; {artifact.message}", key_ids=signed.key_ids)

@@ -122,7 +122,8 @@ class Reason(DocEnum):
     ArtifactURLNotAllowed = (
         "ArtifactURLNotAllowed",
         "the URL's scheme or address is not allowed (file:// where not enabled; loopback, "
-        "link-local or cluster-internal addresses unless allow-listed).",
+        "link-local or cluster-internal addresses unless allow-listed), it carries credentials "
+        "(user:password@), or it lies outside the fleet's allowed artifact URL prefixes.",
     )
     RollbackRejected = (
         "RollbackRejected",

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from flashgate.verifier_api.models import (
     KeyRequest,
     KeyVerdict,
+    ReleaseProgress,
     ReleaseRequest,
     ReleaseVerdict,
     _Body,
@@ -32,7 +33,7 @@ class VerifierUnavailable(Exception):
         self.status = status
 
 
-Verdict = TypeVar("Verdict", ReleaseVerdict, KeyVerdict)
+Answer = TypeVar("Answer", ReleaseVerdict, KeyVerdict, ReleaseProgress)
 
 
 class VerifierClient:
@@ -83,20 +84,35 @@ class VerifierClient:
         """Raises: VerifierUnavailable unless GET /healthz answers 200 (within 10 s at most)."""
         await self._call("GET", "/healthz", None, timeout=min(self._timeout.total or 10, 10))
 
-    async def _post(self, path: str, request: _Body, answer: type[Verdict]) -> Verdict:
-        text = await self._call("POST", path, request.to_json())
+    async def progress(self, fleet: str, name: str) -> ReleaseProgress:
+        """Where the download of release `name` of `fleet` stands (queued and how many of its
+        fleet are ahead, fetching and how many bytes, or unknown); within 10 s at most.
+
+        Raises: VerifierUnavailable."""
+        text = await self._call("GET", "/v1/verify/release/progress", None,
+                                timeout=min(self._timeout.total or 10, 10),
+                                params={"fleet": fleet, "name": name})
+        return self._parse("/v1/verify/release/progress", text, ReleaseProgress)
+
+    async def _post(self, path: str, request: _Body, answer: type[Answer]) -> Answer:
+        return self._parse(path, await self._call("POST", path, request.to_json()), answer)
+
+    @staticmethod
+    def _parse(path: str, text: str, answer: type[Answer]) -> Answer:
         try:
             return answer.model_validate_json(text)
         except ValidationError as exc:
-            raise VerifierUnavailable(f"{path} answered with a body that is not a verdict: "
+            what = "progress report" if answer is ReleaseProgress else "verdict"
+            raise VerifierUnavailable(f"{path} answered with a body that is not a {what}: "
                                       f"{exc.error_count()} errors") from None
 
     async def _call(self, method: str, path: str, body: dict[str, object] | None,
-                    timeout: float | None = None) -> str:
+                    timeout: float | None = None,
+                    params: dict[str, str] | None = None) -> str:
         limit = aiohttp.ClientTimeout(total=timeout) if timeout else self._timeout
         try:
             async with self._client().request(method, self._base + path, json=body,
-                                              timeout=limit) as response:
+                                              params=params, timeout=limit) as response:
                 text = await response.text()
                 if response.status != 200:
                     raise VerifierUnavailable(

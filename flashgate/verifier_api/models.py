@@ -1,29 +1,31 @@
 """The verifier sidecar's local API: request and response bodies (the wire contract).
 
 DESIGN.md "Sidecar API". Python names are snake_case, the JSON names camelCase (aliases); both are
-accepted on input. Requests forbid unknown top-level fields (a misspelt `floor` must not read as
-"no floor"); the SigningKey and FirmwareRelease specs inside ignore fields they do not know, as
-those are the CRDs' and everything that matters to the verdict is signed.
+accepted on input. Requests forbid unknown fields (a misspelt `floor` must not read as "no
+floor").
+
+The release and key specs inside a request are the API's own models (`flashgate.api`:
+`FirmwareReleaseSpec`, `SigningKeySpec`), with the API's limits: the sidecar takes exactly what
+the API server admits, and a spec the API server would refuse is a 400, not a verdict. Limits
+live where they belong: the wire format's in `flashgate.trust`, the API's in
+`flashgate.api.schema`; this module adds only limits of its own requests (`MAX_KEYS`).
 
 Both sides import this module: the sidecar serves it (flashgate.verifier_sidecar.server), the
 operator calls it through `flashgate.verifier_api.client.VerifierClient`.
 """
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from flashgate.trust import MAX_ENVELOPE_BYTES, Algorithm, Reason, Tier
+from flashgate.api import MAX_SECURITY_VERSION, FirmwareReleaseSpec, SigningKeySpec
+from flashgate.trust import MAX_UINT, Algorithm, Reason, Tier
 
-UINT64 = 2**64 - 1
-MAX_BASE64 = 4 * ((MAX_ENVELOPE_BYTES + 2) // 3)
 MAX_KEYS = 1000
-MAX_REQUEST_SIGNATURES = 64  # the trust core refuses more than 16; this bounds the body only
+"""SigningKeys in one request: far more than a fleet has, and it bounds the work per request."""
 
-Envelope = Annotated[str, Field(max_length=MAX_BASE64)]
 Name = Annotated[str, Field(min_length=1, max_length=253)]
 
 
@@ -33,49 +35,6 @@ class _Body(BaseModel):
 
     def to_json(self) -> dict[str, object]:
         return self.model_dump(mode="json", by_alias=True)
-
-
-class _Spec(_Body):
-    model_config = ConfigDict(extra="ignore")
-
-
-class ArtifactRef(_Spec):
-    """Where the image is and what it must be (a FirmwareRelease's spec.artifact)."""
-
-    url: str = Field(min_length=1, max_length=4096, description="https://, s3:// or file://")
-    name: str = Field(max_length=255, description="the image's file name, as signed")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="64 lowercase hex digits")
-    size: int = Field(ge=0, le=UINT64, description="bytes, as signed")
-
-
-class ReleaseSpec(_Spec):
-    """A FirmwareRelease spec, as the resource declares it."""
-
-    tier: Tier
-    product: str = Field(max_length=253)
-    version: str = Field(max_length=128)
-    security_version: int = Field(ge=0, le=UINT64)
-    channel: str = "stable"
-    artifact: ArtifactRef
-    signatures: list[Envelope] = Field(max_length=MAX_REQUEST_SIGNATURES,
-                                       description="base64 COSE_Sign1 envelopes")
-
-
-class SigningKeySpec(_Spec):
-    """A SigningKey spec. Only `endorsement` (root-signed) can put a key in the trust set; the
-    other fields must agree with it, and `revoked` can only take the key out."""
-
-    tier: Tier
-    algorithm: Algorithm
-    public_key: str = Field(max_length=4096, description="PEM SubjectPublicKeyInfo")
-    not_before: AwareDatetime
-    not_after: AwareDatetime
-    endorsement: Envelope
-    replaces: str | None = None
-    overlap: str | None = None
-    activate_at: AwareDatetime | None = None
-    revoked: bool = False
-    revocation: Envelope | None = None
 
 
 class KeyEntry(_Body):
@@ -95,13 +54,13 @@ class ReleaseRequest(_Body):
 
     fleet: Name
     name: Name
-    release: ReleaseSpec
+    release: FirmwareReleaseSpec
     keys: list[KeyEntry] = Field(max_length=MAX_KEYS,
                                  description="every SigningKey of the fleet, all tiers")
-    floor: int | None = Field(ge=0, le=UINT64,
+    floor: int | None = Field(ge=0, le=MAX_SECURITY_VERSION,
                               description="the stored rollback floor; null when none yet "
                                           "(required: say null explicitly)")
-    now: int = Field(ge=0, le=UINT64, description="Unix seconds, fixed for this evaluation")
+    now: int = Field(ge=0, le=MAX_UINT, description="Unix seconds, fixed for this evaluation")
 
 
 class ReleaseVerdict(_Body):
@@ -121,6 +80,24 @@ class ReleaseVerdict(_Body):
     @property
     def accepted(self) -> bool:
         return self.verdict == "accepted"
+
+
+class ReleaseProgress(_Body):
+    """GET /v1/verify/release/progress?fleet=F&name=N: where a release's download stands, for
+    an operator waiting on a verdict (the answer to a ReleaseRequest comes only at the end)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: Literal["queued", "fetching", "unknown"] = Field(
+        description="queued: waiting for a download slot; fetching: downloading; unknown: no "
+                    "download of that release now (not there yet, done, or never asked)")
+    ahead: int = Field(default=0, ge=0, description="downloads of the same fleet queued "
+                                                    "before it (queued only)")
+    active: int = Field(default=0, ge=0, description="downloads running now, all fleets")
+    fleet_active: int = Field(default=0, ge=0,
+                              description="downloads of the same fleet running now")
+    bytes_read: int = Field(default=0, ge=0, alias="bytes",
+                            description="bytes downloaded so far (fetching only)")
 
 
 class KeyRequest(_Body):
@@ -156,10 +133,3 @@ class ErrorBody(_Body):
 
     error: str
     details: list[str] = Field(default_factory=list)
-
-
-def whole_seconds(value: datetime) -> int | None:
-    """Unix seconds of an RFC 3339 time, or None when it has a fraction (payloads are whole)."""
-    if value.microsecond:
-        return None
-    return int(value.timestamp())

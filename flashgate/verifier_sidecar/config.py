@@ -12,14 +12,21 @@ read-only file (a ConfigMap mounted into the sidecar container) and never from a
     thresholds: {bootloader: 2}  # distinct keys per tier; tiers not listed need 1
     maxSecurityVersionJump: 100
     connectTimeoutSeconds: 10
+    headersTimeoutSeconds: 30    # until a response's headers are complete
     readTimeoutSeconds: 30
     totalTimeoutSeconds: 600
-    minBytesPerSecond: 65536     # after minRateGraceSeconds; 0 disables the rate check
+    minBytesPerSecond: 65536     # from the first byte, after minRateGraceSeconds; 0: no check
     minRateGraceSeconds: 10
     maxArtifactBytes: 8589934592
-    maxConcurrentFetches: 4
+    maxConcurrentFetches: 4      # downloads at once, all fleets
+    maxConcurrentFetchesPerFleet: 2  # at once for one fleet (default: half, at least 1); free
+                                 # slots go to the waiting fleets in turn
     allowFileURLs: false         # demos and tests only; then fileRoot is required
     fileRoot: /srv/artifacts
+    artifactURLPrefixes:         # when set, artifact URLs must lie under one of these (all fleets)
+      - https://fw.example.com/firmware/
+    fleets:                      # per fleet (namespace); a fleet's own list replaces the default
+      gw-1: {artifactURLPrefixes: [s3://gw-1-firmware/]}
     allowedHosts: []             # host names or IPs exempt from the private-address denial
     allowedNetworks: []          # CIDRs exempt from it
     caFile: /etc/flashgate/ca.pem  # extra CAs for https, besides the system ones
@@ -54,6 +61,8 @@ from flashgate.trust import Algorithm, KeyRecord, Policy, Tier, TrustError, spki
 from flashgate.trust.keyring import root_key
 from flashgate.verifier_sidecar.fetch import FetchLimits, URLPolicy
 from flashgate.verifier_sidecar.s3 import S3Settings
+from flashgate.verifier_sidecar.slots import default_share
+from flashgate.verifier_sidecar.urlpolicy import ArtifactPrefixes, URLPrefix
 
 
 class ConfigError(Exception):
@@ -102,6 +111,22 @@ class S3Section(_Model):
                           session_token_file=self.session_token_file)
 
 
+def _prefixes(value: list[str] | None) -> list[str] | None:
+    for text in value or ():
+        URLPrefix.parse(text)  # ValueError says which and why
+    return value
+
+
+class FleetSection(_Model):
+    """What differs for one fleet (namespace)."""
+
+    artifact_url_prefixes: list[str] | None = Field(
+        default=None, alias="artifactURLPrefixes",
+        description="this fleet's allowed artifact locations; replaces the default list")
+
+    _check_prefixes = field_validator("artifact_url_prefixes")(_prefixes)
+
+
 class SidecarConfig(_Model):
     """The file's schema; field names are camelCase in the file."""
 
@@ -110,18 +135,26 @@ class SidecarConfig(_Model):
     thresholds: dict[Tier, int] = Field(default_factory=dict)
     max_security_version_jump: int = Field(default=100, ge=0)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    headers_timeout_seconds: float = Field(default=30.0, gt=0)
     read_timeout_seconds: float = Field(default=30.0, gt=0)
     total_timeout_seconds: float = Field(default=600.0, gt=0)
     min_bytes_per_second: int = Field(default=64 * 1024, ge=0)
     min_rate_grace_seconds: float = Field(default=10.0, ge=0)
     max_artifact_bytes: int = Field(default=8 << 30, ge=1)
     max_concurrent_fetches: int = Field(default=4, ge=1, le=256)
+    max_concurrent_fetches_per_fleet: int | None = Field(default=None, ge=1, le=256)
     allow_file_urls: bool = Field(default=False, alias="allowFileURLs")
     file_root: Path | None = None
+    artifact_url_prefixes: list[str] | None = Field(
+        default=None, alias="artifactURLPrefixes",
+        description="when set, every artifact URL must lie under one of these")
+    fleets: dict[str, FleetSection] = Field(default_factory=dict)
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list)
     ca_file: Path | None = None
     s3: S3Section | None = None
+
+    _check_prefixes = field_validator("artifact_url_prefixes")(_prefixes)
 
     @field_validator("thresholds")
     @classmethod
@@ -142,7 +175,16 @@ class SidecarConfig(_Model):
             raise ValueError(f"fileRoot {self.file_root} is not a directory")
         if self.ca_file is not None and not self.ca_file.is_file():
             raise ValueError(f"caFile {self.ca_file} is not a file")
+        per_fleet = self.max_concurrent_fetches_per_fleet
+        if per_fleet is not None and per_fleet > self.max_concurrent_fetches:
+            raise ValueError(f"maxConcurrentFetchesPerFleet ({per_fleet}) cannot exceed "
+                             f"maxConcurrentFetches ({self.max_concurrent_fetches})")
         return self
+
+    @property
+    def fetches_per_fleet(self) -> int:
+        """maxConcurrentFetchesPerFleet, or half of maxConcurrentFetches (at least 1)."""
+        return self.max_concurrent_fetches_per_fleet or default_share(self.max_concurrent_fetches)
 
 
 @dataclass(frozen=True)
@@ -165,6 +207,12 @@ class Settings:
                               allowed_networks=[str(n) for n in c.allowed_networks])
 
     @property
+    def artifact_prefixes(self) -> ArtifactPrefixes:
+        c = self.config
+        return ArtifactPrefixes.make(c.artifact_url_prefixes, {
+            fleet: section.artifact_url_prefixes for fleet, section in c.fleets.items()})
+
+    @property
     def s3(self) -> S3Settings | None:
         return self.config.s3.settings() if self.config.s3 is not None else None
 
@@ -172,6 +220,7 @@ class Settings:
     def limits(self) -> FetchLimits:
         c = self.config
         return FetchLimits(connect_timeout=c.connect_timeout_seconds,
+                           headers_timeout=c.headers_timeout_seconds,
                            read_timeout=c.read_timeout_seconds,
                            total_timeout=c.total_timeout_seconds,
                            min_bytes_per_second=c.min_bytes_per_second,

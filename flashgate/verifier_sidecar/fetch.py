@@ -1,7 +1,10 @@
 """Artifact fetching: a bounded stream into SHA-256, in constant memory whatever the size.
 
 The fetcher reads at most the declared size + 1 byte (so "more bytes than declared" is known
-without reading a huge body), under connect/read/total time limits and a minimum transfer rate.
+without reading a huge body), under connect/headers/read/total time limits and a minimum transfer
+rate. The rate is measured from the start of the fetch and enforced from the first byte on, the
+response headers included: a server that trickles its headers one byte at a time cannot hold a
+download slot for longer than the grace period (or the headers timeout, without a rate).
 It decides nothing about trust: it reports what it read (`FetchResult`) or why it could not
 (`FetchError`), and the service hands that to `flashgate.trust.check_artifact`.
 """
@@ -36,7 +39,7 @@ from flashgate.verifier_sidecar.urlpolicy import (
 )
 
 __all__ = ["ArtifactUnavailable", "FetchError", "FetchLimits", "FetchResult", "Fetcher",
-           "S3Settings", "URLNotAllowed", "URLPolicy"]
+           "ReadReporter", "S3Settings", "URLNotAllowed", "URLPolicy"]
 
 CHUNK = 1 << 20  # 1 MiB: below this per-call overhead shows next to SHA-NI hashing
 MAX_REDIRECTS = 5
@@ -48,6 +51,7 @@ class FetchLimits:
     """Time and size limits of one artifact fetch (seconds, bytes)."""
 
     connect_timeout: float = 10.0
+    headers_timeout: float = 30.0
     read_timeout: float = 30.0
     total_timeout: float = 600.0
     min_bytes_per_second: int = 64 * 1024
@@ -62,34 +66,65 @@ class FetchResult:
     url: str
     size: int
     sha256: bytes
-    truncated: bool  # the source ended before the declared size
+    short: bool  # the source ended before the declared size
     oversized: bool  # the source had more than the declared size; reading stopped
     seconds: float
 
-    @property
-    def scheme(self) -> str:
-        return URL(self.url).scheme
+
+ReadReporter = Callable[[int], None]
+"""Told the number of bytes each read brought (e.g. slots.Download.add)."""
 
 
-class _Clock:
-    """Deadlines of one fetch: total, and the minimum rate after its grace period."""
+class _Transfer:
+    """One fetch: its deadlines (total, headers, the minimum rate after its grace period) and
+    where the bytes it reads are reported."""
 
-    def __init__(self, limits: FetchLimits) -> None:
+    def __init__(self, limits: FetchLimits, progress: ReadReporter | None = None) -> None:
         self.limits = limits
         self.start = time.monotonic()
         self.total_deadline = self.start + limits.total_timeout
+        self.progress = progress
+
+    def read(self, count: int) -> None:
+        if self.progress is not None:
+            self.progress(count)
+
+    def _rate_deadline(self, got: int) -> tuple[float, str] | None:
+        lim = self.limits
+        if lim.min_bytes_per_second <= 0:
+            return None
+        # Below the rate once elapsed > got / rate; never before the grace period ends.
+        rate_at = self.start + max(lim.min_rate_grace_seconds, got / lim.min_bytes_per_second)
+        return rate_at, (f"transfer too slow: {got} bytes in {{:.1f}}s, below the minimum "
+                         f"{lim.min_bytes_per_second} B/s")
 
     def deadline(self, got: int) -> tuple[float, str]:
-        """The time by which the next bytes must arrive, and what passing it means."""
+        """The time by which the next body bytes must arrive, and what passing it means."""
         lim = self.limits
         now = time.monotonic()
         candidates = [(self.total_deadline, f"total time limit of {lim.total_timeout:g}s"),
                       (now + lim.read_timeout, f"no data for {lim.read_timeout:g}s (read timeout)")]
-        if lim.min_bytes_per_second > 0:
-            # Below the rate once elapsed > got / rate; never before the grace period ends.
-            rate_at = self.start + max(lim.min_rate_grace_seconds, got / lim.min_bytes_per_second)
-            candidates.append((rate_at, f"transfer too slow: {got} bytes in {{:.1f}}s, below "
-                                        f"the minimum {lim.min_bytes_per_second} B/s"))
+        rate = self._rate_deadline(got)
+        if rate is not None:
+            candidates.append(rate)
+        return min(candidates)
+
+    def headers_deadline(self, host: str) -> tuple[float, str]:
+        """The time by which a response's headers must be complete (from now: one request).
+
+        aiohttp hands a response over only once its headers are complete, so header bytes are
+        not counted: with a minimum rate, the headers must be complete within the grace period.
+        """
+        lim = self.limits
+        candidates = [(self.total_deadline, f"total time limit of {lim.total_timeout:g}s"),
+                      (time.monotonic() + lim.headers_timeout,
+                       f"no complete response headers from {host} within "
+                       f"{lim.headers_timeout:g}s (headers timeout)")]
+        rate = self._rate_deadline(0)
+        if rate is not None:
+            candidates.append((rate[0], f"transfer too slow: response headers from {host} not "
+                                        f"complete after {{:.1f}}s, below the minimum "
+                                        f"{lim.min_bytes_per_second} B/s"))
         return min(candidates)
 
     def elapsed(self) -> float:
@@ -133,12 +168,10 @@ class Fetcher:
         if ca_file is not None:
             self._ssl.load_verify_locations(cafile=str(ca_file))
 
-    async def check_url(self, url: str) -> CheckedURL:
-        """The URL policy alone (no connection). Raises URLNotAllowed or ArtifactUnavailable."""
-        return await self.checker.check(url)
-
-    async def fetch(self, url: str, expected_size: int) -> FetchResult:
-        """Stream the artifact at url into SHA-256, reading at most expected_size + 1 bytes.
+    async def fetch(self, url: str, expected_size: int,
+                    progress: ReadReporter | None = None) -> FetchResult:
+        """Stream the artifact at url into SHA-256, reading at most expected_size + 1 bytes;
+        `progress` is told the size of each read.
 
         Raises:
             URLNotAllowed: the URL (or a redirect target) is refused by policy.
@@ -149,12 +182,12 @@ class Fetcher:
             raise ArtifactUnavailable(
                 f"declared size {expected_size} exceeds the sidecar's maxArtifactBytes "
                 f"{self.limits.max_artifact_bytes}")
-        clock = _Clock(self.limits)
-        fetchers: dict[str, Callable[[CheckedURL, int, _Clock], Awaitable[FetchResult]]] = {
+        transfer = _Transfer(self.limits, progress)
+        fetchers: dict[str, Callable[[CheckedURL, int, _Transfer], Awaitable[FetchResult]]] = {
             "https": self._https, "file": self._file, "s3": self._s3}
-        return await fetchers[checked.url.scheme](checked, expected_size, clock)
+        return await fetchers[checked.url.scheme](checked, expected_size, transfer)
 
-    async def _s3(self, checked: CheckedURL, expected: int, clock: _Clock) -> FetchResult:
+    async def _s3(self, checked: CheckedURL, expected: int, transfer: _Transfer) -> FetchResult:
         if self.s3 is None:
             raise ArtifactUnavailable("s3:// URLs are not configured on this sidecar (no s3 "
                                       "section with an endpoint in its configuration)")
@@ -163,21 +196,21 @@ class Fetcher:
         headers = sign_get(target, self.s3.credentials(), self.s3.region, datetime.now(UTC))
         # No redirects: a signed request is for one host, and S3 does not redirect GETs of a
         # correctly addressed object.
-        return await self._https(endpoint, expected, clock, headers=headers, redirects=0)
+        return await self._https(endpoint, expected, transfer, headers=headers, redirects=0)
 
     # file:// --------------------------------------------------------------------------------
 
-    async def _file(self, checked: CheckedURL, expected: int, clock: _Clock) -> FetchResult:
+    async def _file(self, checked: CheckedURL, expected: int, transfer: _Transfer) -> FetchResult:
         assert checked.path is not None
         root = self.checker.policy.file_root
         assert root is not None
         # Hashing releases the GIL but is still seconds of CPU for large files: keep it off the
         # event loop so /healthz and other verifications stay responsive.
-        return await asyncio.to_thread(_hash_file, checked, root, expected, clock)
+        return await asyncio.to_thread(_hash_file, checked, root, expected, transfer)
 
     # https:// -------------------------------------------------------------------------------
 
-    async def _https(self, checked: CheckedURL, expected: int, clock: _Clock,
+    async def _https(self, checked: CheckedURL, expected: int, transfer: _Transfer,
                      headers: Mapping[str, str] | None = None,
                      redirects: int = MAX_REDIRECTS) -> FetchResult:
         resolver = _PinnedResolver()
@@ -192,8 +225,8 @@ class Fetcher:
                                          auto_decompress=False, read_bufsize=CHUNK,
                                          trust_env=False) as session:
             try:
-                async with asyncio.timeout_at(_loop_time(clock.total_deadline)):
-                    return await self._follow(session, resolver, checked, expected, clock,
+                async with asyncio.timeout_at(_loop_time(transfer.total_deadline)):
+                    return await self._follow(session, resolver, checked, expected, transfer,
                                               headers or {}, redirects)
             except aiohttp.ClientSSLError as exc:
                 raise ArtifactUnavailable(f"TLS error with {checked.url.host}: {exc}") from None
@@ -207,14 +240,23 @@ class Fetcher:
                     f"total time limit of {self.limits.total_timeout:g}s exceeded") from None
 
     async def _follow(self, session: aiohttp.ClientSession, resolver: _PinnedResolver,
-                      checked: CheckedURL, expected: int, clock: _Clock,
+                      checked: CheckedURL, expected: int, transfer: _Transfer,
                       headers: Mapping[str, str], redirects: int) -> FetchResult:
         # Redirects are followed by hand so every hop passes the URL policy first.
         for _ in range(redirects + 1):
             assert checked.url.host is not None
             resolver.pinned[checked.url.host.rstrip(".").lower()] = checked.addresses
-            async with session.get(checked.url, allow_redirects=False,
-                                   headers={**headers, "Accept-Encoding": "identity"}) as response:
+            deadline, why = transfer.headers_deadline(checked.url.host)
+            try:
+                async with asyncio.timeout_at(_loop_time(deadline)):
+                    response = await session.get(
+                        checked.url, allow_redirects=False,
+                        headers={**headers, "Accept-Encoding": "identity"})
+            except aiohttp.ServerTimeoutError:
+                raise  # connect or read timeout: _https words it
+            except TimeoutError:
+                raise ArtifactUnavailable(why.format(transfer.elapsed())) from None
+            async with response:
                 try:
                     if response.status in REDIRECTS and "Location" in response.headers:
                         checked = await self._redirect(checked, response.headers["Location"])
@@ -224,7 +266,7 @@ class Fetcher:
                         raise ArtifactUnavailable(
                             f"HTTP {response.status} from {checked.url.host} "
                             f"({await self._error_detail(response)})")
-                    return await _hash_stream(response, str(checked.url), expected, clock)
+                    return await _hash_stream(response, str(checked.url), expected, transfer)
                 finally:
                     if not response.content.at_eof():
                         _abort(response)
@@ -265,32 +307,33 @@ def _loop_time(monotonic_deadline: float) -> float:
 
 
 async def _hash_stream(response: aiohttp.ClientResponse, url: str, expected: int,
-                       clock: _Clock) -> FetchResult:
+                       transfer: _Transfer) -> FetchResult:
     digest = hashlib.sha256()
     limit = expected + 1
     length = response.content_length
     if length is not None and length > expected:
         # The server says so itself: no need to read a body we would refuse anyway.
-        return FetchResult(url, length, b"", truncated=False, oversized=True,
-                           seconds=clock.elapsed())
+        return FetchResult(url, length, b"", short=False, oversized=True,
+                           seconds=transfer.elapsed())
     got = 0
     content = response.content
     while got < limit:
-        deadline, why = clock.deadline(got)
+        deadline, why = transfer.deadline(got)
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
                 # readchunk hands over the buffered TLS records as they are; read(n) would join
                 # and copy them (about 10% of the throughput on loopback).
                 chunk, _ = await content.readchunk()
         except TimeoutError:
-            raise ArtifactUnavailable(why.format(clock.elapsed())) from None
+            raise ArtifactUnavailable(why.format(transfer.elapsed())) from None
         if not chunk:
             break
         take = min(len(chunk), limit - got)
         digest.update(memoryview(chunk)[:take] if take < len(chunk) else chunk)
         got += take
-    return FetchResult(url, got, digest.digest(), truncated=got < expected,
-                       oversized=got > expected, seconds=clock.elapsed())
+        transfer.read(take)
+    return FetchResult(url, got, digest.digest(), short=got < expected,
+                       oversized=got > expected, seconds=transfer.elapsed())
 
 
 def _open_inside(path: Path, root: Path) -> int:
@@ -317,16 +360,16 @@ def _open_inside(path: Path, root: Path) -> int:
     return fd
 
 
-def _hash_file(checked: CheckedURL, root: Path, expected: int, clock: _Clock) -> FetchResult:
+def _hash_file(checked: CheckedURL, root: Path, expected: int, transfer: _Transfer) -> FetchResult:
     assert checked.path is not None
     digest = hashlib.sha256()
     view = memoryview(bytearray(CHUNK))  # one buffer, reused: no copy per read
     limit, got = expected + 1, 0
     with open(_open_inside(checked.path, root), "rb", buffering=0) as file:
         while got < limit:
-            if time.monotonic() > clock.total_deadline:
+            if time.monotonic() > transfer.total_deadline:
                 raise ArtifactUnavailable(
-                    f"total time limit of {clock.limits.total_timeout:g}s exceeded")
+                    f"total time limit of {transfer.limits.total_timeout:g}s exceeded")
             try:
                 n = file.readinto(view[: min(CHUNK, limit - got)])
             except OSError as exc:
@@ -335,5 +378,6 @@ def _hash_file(checked: CheckedURL, root: Path, expected: int, clock: _Clock) ->
                 break
             digest.update(view[:n])
             got += n
-    return FetchResult(checked.url.human_repr(), got, digest.digest(), truncated=got < expected,
-                       oversized=got > expected, seconds=clock.elapsed())
+            transfer.read(n)
+    return FetchResult(checked.url.human_repr(), got, digest.digest(), short=got < expected,
+                       oversized=got > expected, seconds=transfer.elapsed())

@@ -1,6 +1,8 @@
 """The sidecar process: the local HTTP API over the verification service.
 
-DESIGN.md "Sidecar API". Listens on loopback or a Unix socket only (the operator container in the
+DESIGN.md "Sidecar API", plus `GET /v1/verify/release/progress?fleet=F&name=N` (where a release
+waiting for its verdict stands: queued behind how many of its fleet, or fetching and how far).
+Listens on loopback or a Unix socket only (the operator container in the
 same pod is the one client); holds no Kubernetes credentials and makes no Kubernetes calls.
 
     flashgate-verifier --config /etc/flashgate/verifier.yaml --listen 127.0.0.1:8181
@@ -30,6 +32,7 @@ from flashgate.verifier_api.models import (
     ErrorBody,
     KeyRequest,
     KeyVerdict,
+    ReleaseProgress,
     ReleaseRequest,
     ReleaseVerdict,
 )
@@ -37,6 +40,7 @@ from flashgate.verifier_sidecar.config import ConfigError, Settings, load_settin
 from flashgate.verifier_sidecar.fetch import Fetcher
 from flashgate.verifier_sidecar.metrics import Metrics
 from flashgate.verifier_sidecar.service import ArtifactSource, VerifierService
+from flashgate.verifier_sidecar.urlpolicy import redact
 
 log = logging.getLogger("flashgate.verifier")
 
@@ -56,8 +60,11 @@ def make_app(settings: Settings, source: ArtifactSource | None = None) -> web.Ap
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
     app[METRICS] = metrics
     app[SERVICE] = VerifierService(settings.roots, settings.policy, fetcher, metrics,
-                                   settings.config.max_concurrent_fetches)
+                                   settings.config.max_concurrent_fetches,
+                                   settings.artifact_prefixes,
+                                   settings.config.fetches_per_fleet)
     app.router.add_post("/v1/verify/release", verify_release)
+    app.router.add_get("/v1/verify/release/progress", release_progress)
     app.router.add_post("/v1/verify/key", verify_key)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
@@ -74,6 +81,18 @@ async def verify_release(request: web.Request) -> web.Response:
          reason=verdict.reason, keyIds=verdict.key_ids, seconds=verdict.seconds,
          bytes=verdict.size, message=verdict.message)
     return web.json_response(verdict.to_json())
+
+
+async def release_progress(request: web.Request) -> web.Response:
+    fleet, name = request.query.get("fleet", ""), request.query.get("name", "")
+    missing = [f"{param}: required" for param, value in (("fleet", fleet), ("name", name))
+               if not value]
+    if missing:
+        raise _BadRequest("GET /v1/verify/release/progress needs ?fleet=F&name=N", missing)
+    where = request.app[SERVICE].progress(fleet, name)
+    answer = ReleaseProgress(state=where.state, ahead=where.ahead, active=where.active,
+                             fleet_active=where.fleet_active, bytes_read=where.bytes)
+    return web.json_response(answer.to_json())
 
 
 async def verify_key(request: web.Request) -> web.Response:
@@ -141,7 +160,7 @@ def _count(metrics: Metrics, kind: str, outcome: str, reason: str | None,
 
 
 def _log(kind: str, **fields: object) -> None:
-    log.info(json.dumps({"event": "verify", "kind": kind, **fields}, default=str))
+    log.info(redact(json.dumps({"event": "verify", "kind": kind, **fields}, default=str)))
 
 
 # ---- process -------------------------------------------------------------------------------

@@ -6,6 +6,16 @@ network: loopback, link-local (cloud metadata at 169.254.169.254), private and c
 ranges, cluster-internal names. Every address a name resolves to must pass, and the connection
 then goes only to the addresses that were checked (`CheckedURL.addresses`), so a second DNS answer
 cannot differ from the first (DNS rebinding).
+
+Two rules need no DNS and run before a release waits for a download slot (`check_release_url`):
+- no credentials in the URL (userinfo): the URL is published to devices in the job document;
+- the fleet's artifact hosts (`ArtifactPrefixes`, config `artifactURLPrefixes`): when set, the URL
+  must lie under one of the prefixes, so whoever can write a FirmwareRelease cannot re-point a
+  channel at a host of their own. Redirects from an admitted URL are governed by the address
+  rules only (devices are given the admitted URL itself).
+
+`redact` is the one way a URL reaches a message or a log line: without userinfo, query or
+fragment (presigned URLs carry their credentials in the query).
 """
 from __future__ import annotations
 
@@ -13,11 +23,15 @@ import asyncio
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
+from urllib.parse import unquote
 
 from yarl import URL
+
+from flashgate.trust.vocabulary import Reason
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -33,9 +47,9 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class FetchError(Exception):
-    """A fetch that did not produce the artifact's bytes; `reason` is a DESIGN.md reason name."""
+    """A fetch that did not produce the artifact's bytes; `reason` is the verdict's reason."""
 
-    reason = "ArtifactUnavailable"
+    reason: ClassVar[Reason] = Reason.ArtifactUnavailable
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -45,13 +59,13 @@ class FetchError(Exception):
 class URLNotAllowed(FetchError):
     """The URL policy refused the URL before any connection (→ ArtifactURLNotAllowed)."""
 
-    reason = "ArtifactURLNotAllowed"
+    reason: ClassVar[Reason] = Reason.ArtifactURLNotAllowed
 
 
 class ArtifactUnavailable(FetchError):
     """The transfer failed: DNS, TLS, HTTP status, timeout, too slow (→ ArtifactUnavailable)."""
 
-    reason = "ArtifactUnavailable"
+    reason: ClassVar[Reason] = Reason.ArtifactUnavailable
 
 
 @dataclass(frozen=True)
@@ -118,10 +132,145 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
-def _has_userinfo(url: str) -> bool:
+def _authority_and_path(url: str) -> tuple[str, str]:
+    """The raw authority and path of URL text (before any query or fragment), as written."""
     _, sep, rest = url.partition("://")
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0] if sep else ""
-    return "@" in authority
+    if not sep:
+        return "", ""
+    rest = re.split(r"[?#]", rest, maxsplit=1)[0]
+    authority, slash, path = rest.partition("/")
+    return authority, slash + path
+
+
+def _has_userinfo(url: str) -> bool:
+    return "@" in _authority_and_path(url)[0]
+
+
+CREDENTIALS_REFUSED = ("credentials in an artifact URL would be published to devices; use the "
+                       "sidecar's s3 credentials or a presigned URL")
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]*")
+
+
+def _redact_one(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    rest = re.split(r"[?#]", rest, maxsplit=1)[0]
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
+
+
+def redact(text: str) -> str:
+    """`text` (a URL, or a message or log line holding URLs) with every URL's userinfo, query
+    and fragment cut off: presigned URLs carry credentials in the query, and a URL with
+    user:password must not reach a status, an event or a log."""
+    return _URL_IN_TEXT.sub(lambda found: _redact_one(found.group()), text)
+
+
+def check_credentials(url: str) -> None:
+    """Raises URLNotAllowed when the URL carries userinfo (user@ or user:password@)."""
+    # The raw text: yarl drops an empty userinfo ("https://@host/").
+    if _has_userinfo(url):
+        raise URLNotAllowed(CREDENTIALS_REFUSED)
+
+
+@dataclass(frozen=True)
+class URLPrefix:
+    """One allowed artifact location: scheme, host, port and a path prefix, compared parsed
+    (so "https://fw.example.com/a" admits /a and /a/x, not /ab nor fw.example.com.evil)."""
+
+    text: str
+    scheme: str
+    host: str
+    port: int | None
+    path: str  # raw (percent-encoded); "" or ending in "/" admits everything below it
+
+    @staticmethod
+    def parse(text: str) -> URLPrefix:
+        """Raises: ValueError when text is not an https://, s3:// or file:// prefix without
+        credentials, query or fragment."""
+        try:
+            url = URL(text)
+            host = _normal_host(url.host or "")
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a URL: {exc}") from None
+        if url.scheme not in ("https", "s3", "file"):
+            raise ValueError(f"{text!r}: the scheme must be https, s3 or file")
+        if url.scheme != "file" and not host:
+            raise ValueError(f"{text!r} has no host")
+        if _has_userinfo(text) or url.raw_query_string or url.raw_fragment:
+            raise ValueError(f"{text!r} must have no user, query or fragment")
+        path = _authority_and_path(text)[1]
+        if _unsafe_path(path):
+            raise ValueError(f"{text!r} has dot segments or encoded slashes in its path")
+        return URLPrefix(text, url.scheme, host, url.port, "" if path == "/" else path)
+
+    def admits(self, url: URL) -> bool:
+        """Whether the (parsed, credential-free) url lies under this prefix."""
+        if (url.scheme, _normal_host(url.host or ""), url.port) != (self.scheme, self.host,
+                                                                    self.port):
+            return False
+        if not self.path or self.path.endswith("/"):
+            return url.raw_path.startswith(self.path)
+        return url.raw_path == self.path or url.raw_path.startswith(self.path + "/")
+
+
+def _unsafe_path(raw_path: str) -> bool:
+    """Paths a server or device might resolve outside a prefix: dot segments (also encoded),
+    encoded slashes and backslashes."""
+    lowered = raw_path.lower()
+    if "%2f" in lowered or "%5c" in lowered or "\\" in raw_path:
+        return True
+    return any(segment in (".", "..") for segment in unquote(raw_path).split("/"))
+
+
+@dataclass(frozen=True)
+class ArtifactPrefixes:
+    """Where each fleet's artifacts may be (config `artifactURLPrefixes`, per fleet under
+    `fleets`). None: no such rule (any URL the address rules admit)."""
+
+    default: tuple[URLPrefix, ...] | None = None
+    per_fleet: Mapping[str, tuple[URLPrefix, ...] | None] = field(default_factory=dict)
+
+    @staticmethod
+    def make(default: Sequence[str] | None = None,
+             per_fleet: Mapping[str, Sequence[str] | None] | None = None) -> ArtifactPrefixes:
+        """Raises: ValueError for a malformed prefix."""
+        def parsed(texts: Sequence[str] | None) -> tuple[URLPrefix, ...] | None:
+            return None if texts is None else tuple(URLPrefix.parse(t) for t in texts)
+
+        return ArtifactPrefixes(parsed(default), {fleet: parsed(texts) for fleet, texts
+                                                  in (per_fleet or {}).items()})
+
+    def for_fleet(self, fleet: str) -> tuple[URLPrefix, ...] | None:
+        """The fleet's own list when it has one, else the default."""
+        own = self.per_fleet.get(fleet)
+        return own if own is not None else self.default
+
+    def check(self, fleet: str, url: str) -> None:
+        """Raises: URLNotAllowed when the fleet has a list and url is under none of it."""
+        prefixes = self.for_fleet(fleet)
+        if prefixes is None:
+            return
+        allowed = ", ".join(p.text for p in prefixes) or "none"
+        try:
+            parsed = URL(url)
+            admitted = (not _unsafe_path(_authority_and_path(url)[1])
+                        and any(p.admits(parsed) for p in prefixes))
+        except ValueError:
+            admitted = False
+        if not admitted:
+            raise URLNotAllowed(f"not under the artifact URL prefixes allowed for fleet {fleet} "
+                                f"({allowed})")
+
+
+def check_release_url(url: str, fleet: str, prefixes: ArtifactPrefixes) -> None:
+    """The URL rules that need no DNS: no credentials, and the fleet's prefixes.
+
+    Raises:
+        URLNotAllowed: with the rule that refused it.
+    """
+    check_credentials(url)
+    prefixes.check(fleet, url)
 
 
 def _legacy_ipv4(host: str) -> bool:
@@ -155,10 +304,7 @@ class Checker:
             URLNotAllowed: scheme, userinfo, name, file path or any resolved address refused.
             ArtifactUnavailable: the name does not resolve.
         """
-        # The raw text too: yarl drops an empty userinfo ("https://@host/").
-        if _has_userinfo(str(url)):
-            raise URLNotAllowed("artifact URL carries userinfo (user@host); credentials in "
-                                "URLs are refused")
+        check_credentials(str(url))
         try:
             parsed = url if isinstance(url, URL) else URL(url)
             scheme, host, port = parsed.scheme, parsed.host, parsed.port  # yarl parses lazily

@@ -91,12 +91,12 @@ def test_hash_file_streams_and_stops_at_a_limit(tmp_path: Path) -> None:
     path = tmp_path / "a.bin"
     path.write_bytes(data)
     digest = hash_file(path, "--artifact")
-    assert (digest.size, digest.sha256, digest.truncated) == (
+    assert (digest.size, digest.sha256, digest.oversized) == (
         len(data), hashlib.sha256(data).digest(), False)
     exact = hash_file(path, "--artifact", limit=len(data))
-    assert exact.size == len(data) and not exact.truncated
+    assert exact.size == len(data) and not exact.oversized
     short = hash_file(path, "--artifact", limit=100)
-    assert (short.size, short.sha256, short.truncated) == (
+    assert (short.size, short.sha256, short.oversized) == (
         100, hashlib.sha256(data[:100]).digest(), True)
     with pytest.raises(UsageError, match="no such file"):
         hash_file(tmp_path / "missing", "--artifact")

@@ -368,7 +368,7 @@ def test_key_record_checks_its_key_id(key: KeySigner) -> None:
         record(key, "firmware")
 
 
-def test_trust_set_holds_only_trusted_keys_of_the_tier(root: KeySigner) -> None:
+def test_the_ring_holds_every_key_by_key_id(root: KeySigner) -> None:
     keys = {
         name: generate(Algorithm.ED25519) for name in ("ok", "os", "revoked", "retired", "late")
     }
@@ -383,10 +383,6 @@ def test_trust_set_holds_only_trusted_keys_of_the_tier(root: KeySigner) -> None:
         ]
     )
     assert len(ring) == 6
-    assert [r.key_id for r in ring.trust_set(Tier.APPLICATION, NOT_BEFORE)] == [keys["ok"].key_id]
-    at_100 = {r.key_id for r in ring.trust_set(Tier.APPLICATION, NOT_BEFORE + 100)}
-    assert at_100 == {keys["ok"].key_id, keys["late"].key_id}
-    assert ring.trust_set(Tier.APPLICATION, NOT_AFTER) == []
     assert ring.roots() == [root_record(root)]
     assert ring.get(keys["os"].key_id) == record(keys["os"], Tier.OS)
     assert ring.get("00" * 32) is None

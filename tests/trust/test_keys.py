@@ -46,9 +46,13 @@ def test_key_id_is_hex_sha256_of_the_spki(signer: KeySigner) -> None:
 def test_load_spki_accepts_the_matching_algorithm(signer: KeySigner) -> None:
     load_spki(signer.spki_der, signer.algorithm)
     other = Algorithm.ES256 if signer.algorithm is Algorithm.ED25519 else Algorithm.ED25519
-    with pytest.raises(TrustError) as caught:
-        load_spki(signer.spki_der, other)
-    assert caught.value.reason is Reason.SignatureInvalid
+    for _ in range(2):  # a refusal is not remembered as a key
+        with pytest.raises(TrustError) as caught:
+            load_spki(signer.spki_der, other)
+        assert caught.value.reason is Reason.SignatureInvalid
+    # Loaded keys are remembered: the same object for the same bytes and algorithm.
+    assert load_spki(bytearray(signer.spki_der), signer.algorithm) is load_spki(
+        signer.spki_der, signer.algorithm)
 
 
 @pytest.mark.parametrize(

@@ -575,7 +575,7 @@ def test_the_artifact_as_signed_is_accepted() -> None:
 
 
 @pytest.mark.parametrize(
-    ("data", "truncated", "reason"),
+    ("data", "oversized", "reason"),
     [
         (ARTIFACT[:-1], False, Reason.SizeMismatch),
         (ARTIFACT + b"\x00", False, Reason.SizeMismatch),
@@ -585,9 +585,9 @@ def test_the_artifact_as_signed_is_accepted() -> None:
     ],
 )
 def test_an_artifact_other_than_signed_is_refused(
-    data: bytes, truncated: bool, reason: Reason
+    data: bytes, oversized: bool, reason: Reason
 ) -> None:
-    verdict = check_artifact(MANIFEST, len(data), hashlib.sha256(data).digest(), truncated)
+    verdict = check_artifact(MANIFEST, len(data), hashlib.sha256(data).digest(), oversized)
     assert_rejected(verdict, reason)
 
 

@@ -150,7 +150,7 @@ def run_release_case(case: dict[str, Any]) -> Verdict:
     if verdict.accepted and case["artifact_hex"] is not None:
         artifact = bytes.fromhex(case["artifact_hex"])
         verdict = check_artifact(
-            expected, len(artifact), hashlib.sha256(artifact).digest(), truncated=False
+            expected, len(artifact), hashlib.sha256(artifact).digest(), oversized=False
         )
     return verdict
 

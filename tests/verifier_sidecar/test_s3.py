@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import s3server
@@ -128,12 +129,12 @@ def test_signed_fetch_from_s3(s3_server: S3) -> None:
     name = "gw-3000/app 4.2.0/ü.bin"
     result = fetch_s3(s3_server.fetcher(), name, len(OBJECTS[name]))
     assert result.sha256 == hashlib.sha256(OBJECTS[name]).digest()
-    assert (result.size, result.truncated, result.oversized) == (len(OBJECTS[name]), False, False)
+    assert (result.size, result.short, result.oversized) == (len(OBJECTS[name]), False, False)
 
 
 def test_s3_size_mismatch_is_reported_not_failed(s3_server: S3) -> None:
     assert fetch_s3(s3_server.fetcher(), "small.bin", 2).oversized
-    assert fetch_s3(s3_server.fetcher(), "small.bin", 10).truncated
+    assert fetch_s3(s3_server.fetcher(), "small.bin", 10).short
 
 
 def test_wrong_secret_is_refused_by_the_server(s3_server: S3, tmp_path: Path) -> None:
@@ -204,7 +205,8 @@ def test_release_from_s3_through_the_sidecar_config(s3_server: S3, tmp_path: Pat
     fetcher = Fetcher(settings.url_policy, settings.limits, settings.config.ca_file, settings.s3)
     service = VerifierService(settings.roots, settings.policy, fetcher, Metrics())
     app = generate(Algorithm.ES256)
-    release = fleet.release([app], data=data, url=f"s3://{BUCKET}/{name}")
+    # Percent-encoded: the API admits no spaces in an artifact URL (the key keeps its space).
+    release = fleet.release([app], data=data, url=f"s3://{BUCKET}/{quote(name)}")
     request = ReleaseRequest.model_validate({
         "fleet": fleet.name, "name": "r", "release": release,
         "keys": [fleet.entry(app, "application")], "floor": 5, "now": NOW})

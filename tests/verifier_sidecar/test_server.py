@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -156,6 +157,58 @@ def test_body_size_is_bounded_and_errors_are_json(fleet: Fleet) -> None:
     assert "error" in body
 
 
+def test_progress_of_a_waiting_release_over_http(fleet: Fleet, tmp_path: Path) -> None:
+    """GET /v1/verify/release/progress through the client, while one fleet's downloads trickle
+    from a real server: fetching (with bytes), queued (with those ahead), unknown."""
+    from .test_slots import SLOW, slow_server
+
+    server = slow_server(tmp_path / "tls")
+    try:
+        settings = fleet.settings(caFile=str(server.ca), allowedNetworks=["127.0.0.1/32"],
+                                  maxConcurrentFetches=2, maxConcurrentFetchesPerFleet=1,
+                                  minBytesPerSecond=0)
+
+        async def scenario() -> list[Any]:
+            app = make_app(settings)
+            async with running(app) as base, VerifierClient(base, timeout=20) as client:
+                requests = []
+                for i in range(3):
+                    request = release_request(fleet, url=server.url(f"/slow/{i}"), data=SLOW)
+                    requests.append(request.model_copy(update={"name": f"r{i}"}))
+                tasks = [asyncio.create_task(client.verify_release(r)) for r in requests]
+                answers = []
+                for _ in range(100):
+                    await asyncio.sleep(0.1)
+                    first = await client.progress(fleet.name, "r0")
+                    if first.state == "fetching" and first.bytes_read > 0:
+                        break
+                answers.append(first)
+                answers.append(await client.progress(fleet.name, "r2"))
+                answers.append(await client.progress(fleet.name, "nothing"))
+                answers.append(await client.progress("other-fleet", "r0"))
+                async with aiohttp.ClientSession() as session, session.get(
+                        base + "/v1/verify/release/progress?fleet=" + fleet.name) as response:
+                    answers.append((response.status, await response.json()))
+                    async with session.get(
+                            base + f"/v1/verify/release/progress?fleet={fleet.name}&name=r1"
+                    ) as raw:
+                        answers.append(await raw.json())
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                return answers
+
+        first, last, unknown, elsewhere, missing, raw = asyncio.run(scenario())
+    finally:
+        server.stop()
+    assert (first.state, first.active, first.fleet_active) == ("fetching", 1, 1)
+    assert 0 < first.bytes_read < len(SLOW)
+    assert (last.state, last.ahead, last.bytes_read) == ("queued", 1, 0)
+    assert (unknown.state, elsewhere.state) == ("unknown", "unknown")
+    assert missing[0] == 400 and missing[1]["details"] == ["name: required"]
+    assert raw == {"state": "queued", "ahead": 0, "active": 1, "fleetActive": 1, "bytes": 0}
+
+
 def test_unix_socket(fleet: Fleet, tmp_path: Path) -> None:
     path = tmp_path / "verifier.sock"
 
@@ -167,6 +220,33 @@ def test_unix_socket(fleet: Fleet, tmp_path: Path) -> None:
             assert verdict.accepted, verdict.message
 
     asyncio.run(scenario())
+
+
+def test_no_userinfo_or_query_in_answers_or_log_lines(fleet: Fleet,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Through the HTTP API: the verdict and the sidecar's log line of a release whose URL
+    carries credentials, and of one whose fetch fails with a presigned query."""
+    secrets = ("hunter2", "release-bot", "sekrit")
+
+    async def scenario() -> list[str]:
+        settings = fleet.settings(allowedNetworks=["127.0.0.1/32"], connectTimeoutSeconds=2)
+        async with running(make_app(settings)) as base, VerifierClient(base, timeout=10) as client:
+            messages = []
+            for url in ("https://release-bot:hunter2@fw.example.com/fw.bin?sig=sekrit",
+                        f"https://127.0.0.1:{free_port()}/fw.bin?X-Amz-Signature=sekrit"):
+                verdict = await client.verify_release(release_request(fleet, url=url))
+                assert verdict.reason in (Reason.ArtifactURLNotAllowed,
+                                          Reason.ArtifactUnavailable), verdict.message
+                messages.append(verdict.message)
+            return messages
+
+    with caplog.at_level(logging.INFO, logger="flashgate.verifier"):
+        messages = asyncio.run(scenario())
+    logged = [r.getMessage() for r in caplog.records if '"event": "verify"' in r.getMessage()]
+    assert len(logged) == 2
+    for text in (*messages, *logged):
+        assert not any(secret in text for secret in secrets), text
+    assert "https://127.0.0.1:" in messages[1] and "/fw.bin" in messages[1]
 
 
 # ---- the client fails closed ---------------------------------------------------------------
@@ -236,6 +316,13 @@ def root_doc(fleet: Fleet) -> dict[str, Any]:
     ({"caFile": "/nonexistent/ca.pem"}, "caFile"),
     ({"treshold": {}}, "treshold"),
     ({"minBytesPerSecond": "fast"}, "minBytesPerSecond"),
+    ({"headersTimeoutSeconds": 0}, "headersTimeoutSeconds"),
+    ({"maxConcurrentFetches": 4, "maxConcurrentFetchesPerFleet": 5},
+     "maxConcurrentFetchesPerFleet (5) cannot exceed maxConcurrentFetches (4)"),
+    ({"artifactURLPrefixes": ["http://fw.example.com/"]}, "artifactURLPrefixes"),
+    ({"fleets": {"gw-1": {"artifactURLPrefixes": ["https://u:p@fw.example.com/"]}}},
+     "fleets.gw-1.artifactURLPrefixes"),
+    ({"fleets": {"gw-1": {"artifactUrlPrefixes": []}}}, "artifactUrlPrefixes"),
 ])
 def test_config_errors_are_clear(fleet: Fleet, extra: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -260,6 +347,8 @@ def test_root_files_and_json(fleet: Fleet, tmp_path: Path) -> None:
     assert settings.policy.threshold("bootloader") == 3  # type: ignore[arg-type]
     assert settings.policy.threshold("os") == 1  # type: ignore[arg-type]
     assert not settings.url_policy.allow_file
+    assert settings.limits.headers_timeout == 30  # the default
+    assert settings.config.fetches_per_fleet == 2  # half of the default 4
     path.write_text("{")
     with pytest.raises(ConfigError, match="not valid json"):
         load_settings(path)

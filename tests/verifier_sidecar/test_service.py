@@ -31,7 +31,7 @@ from flashgate.trust import (
 )
 from flashgate.verifier_api.models import KeyRequest, ReleaseRequest, ReleaseVerdict
 from flashgate.verifier_sidecar.config import Settings, settings_from
-from flashgate.verifier_sidecar.fetch import Fetcher, FetchResult
+from flashgate.verifier_sidecar.fetch import Fetcher, FetchResult, ReadReporter
 from flashgate.verifier_sidecar.metrics import Metrics
 from flashgate.verifier_sidecar.service import VerifierService
 
@@ -126,9 +126,10 @@ class CountingSource:
     def __init__(self, inner: Fetcher) -> None:
         self.inner, self.calls = inner, 0
 
-    async def fetch(self, url: str, expected_size: int) -> FetchResult:
+    async def fetch(self, url: str, expected_size: int,
+                    progress: ReadReporter | None = None) -> FetchResult:
         self.calls += 1
-        return await self.inner.fetch(url, expected_size)
+        return await self.inner.fetch(url, expected_size, progress)
 
 
 @pytest.fixture
@@ -140,7 +141,9 @@ def service_for(fleet: Fleet, **extra: Any) -> tuple[VerifierService, CountingSo
     settings = fleet.settings(**extra)
     source = CountingSource(Fetcher(settings.url_policy, settings.limits,
                                     settings.config.ca_file))
-    return VerifierService(settings.roots, settings.policy, source, Metrics()), source
+    return VerifierService(settings.roots, settings.policy, source, Metrics(),
+                           settings.config.max_concurrent_fetches,
+                           settings.artifact_prefixes), source
 
 
 def verify(fleet: Fleet, release: dict[str, Any], keys: list[dict[str, Any]],
@@ -178,7 +181,9 @@ def test_bootloader_threshold_from_config(fleet: Fleet) -> None:
     one, calls = verify(fleet, fleet.release([a], "bootloader"), keys)
     rejected(one, Reason.ThresholdNotMet)
     assert calls == 0
-    twice, _ = verify(fleet, fleet.release([a, a], "bootloader"), keys)
+    # One key signing twice counts once (ES256 signatures differ, so the API's "distinct
+    # signatures" rule does not refuse the list).
+    twice, _ = verify(fleet, fleet.release([b, b], "bootloader"), keys)
     rejected(twice, Reason.ThresholdNotMet)
     # The same release passes a sidecar configured with threshold 1: the number is the config's.
     lenient, _ = verify(fleet, fleet.release([a], "bootloader"), keys, thresholds={})
@@ -196,9 +201,12 @@ def test_signature_invalid(fleet: Fleet) -> None:
     verdict, calls = verify(fleet, release, [fleet.entry(app, "application")])
     rejected(verdict, Reason.SignatureInvalid)
     assert calls == 0
-    garbage, _ = verify(fleet, {**release, "signatures": ["not base64!"]},
+    garbage, _ = verify(fleet, {**release, "signatures": [b64(b"not a COSE_Sign1")]},
                         [fleet.entry(app, "application")])
     rejected(garbage, Reason.SignatureInvalid)
+    # Not base64 at all: the API (FirmwareReleaseSpec) refuses it, so the request is a 400.
+    with pytest.raises(ValidationError, match="signatures"):
+        verify(fleet, {**release, "signatures": ["not base64!"]}, [fleet.entry(app, "application")])
 
 
 def test_unknown_key(fleet: Fleet) -> None:
@@ -317,6 +325,21 @@ def test_rollback_and_fast_forward(fleet: Fleet) -> None:
     rejected(tight, Reason.FastForwardRejected)
 
 
+def test_cost_does_not_grow_with_the_fleets_keys(fleet: Fleet) -> None:
+    """Only the keys the envelopes name are looked at, and their endorsements are verified once
+    while cached: 50 other keys in the request cost no signature check."""
+    app = generate(Algorithm.ED25519)
+    others = [fleet.entry(generate(Algorithm.ED25519), "os", f"os-{i}") for i in range(50)]
+    service, _ = service_for(fleet)
+    request = ReleaseRequest.model_validate({
+        "fleet": fleet.name, "name": "r", "release": fleet.release([app]),
+        "keys": [*others, fleet.entry(app, "application")], "floor": 5, "now": NOW})
+    for _ in range(3):
+        verdict = asyncio.run(service.verify_release(request))
+        assert verdict.verdict == "accepted", verdict.message
+    assert (service.endorsements.verifications, service.endorsements.hits) == (1, 2)
+
+
 # ---- step 8: the artifact ------------------------------------------------------------------
 
 def test_hash_mismatch(fleet: Fleet) -> None:
@@ -338,8 +361,7 @@ def test_size_mismatch(fleet: Fleet, stored: bytes) -> None:
     assert verdict.size == min(len(stored), 5001)
 
 
-@pytest.mark.parametrize("url", ["http://example.com/fw.bin", "https://[zz]/fw.bin",
-                                 "https://a..b/fw.bin", "gopher://x/", "no scheme at all",
+@pytest.mark.parametrize("url", ["https://[zz]/fw.bin", "https://a..b/fw.bin",
                                  "https://169.254.169.254/latest/meta-data/fw.bin",
                                  "https://10.0.0.1/fw.bin", "file:///etc/passwd",
                                  "https://kubernetes.default.svc/fw.bin"])
@@ -348,6 +370,15 @@ def test_artifact_url_not_allowed(fleet: Fleet, url: str) -> None:
     verdict, _ = verify(fleet, fleet.release([app], url=url), [fleet.entry(app, "application")])
     rejected(verdict, Reason.ArtifactURLNotAllowed)
     assert verdict.key_ids == [app.key_id]
+
+
+@pytest.mark.parametrize("url", ["http://example.com/fw.bin", "gopher://x/", "no scheme at all"])
+def test_artifact_urls_the_api_refuses_are_bad_requests(fleet: Fleet, url: str) -> None:
+    """The request embeds the API's FirmwareReleaseSpec: what the API server would never admit
+    is refused as a request (HTTP 400), not answered with a verdict."""
+    app = generate(Algorithm.ED25519)
+    with pytest.raises(ValidationError, match=r"artifact\.url"):
+        verify(fleet, fleet.release([app], url=url), [fleet.entry(app, "application")])
 
 
 def test_file_urls_off_unless_configured(fleet: Fleet) -> None:
@@ -374,6 +405,45 @@ def test_presigned_query_is_not_repeated_in_messages(fleet: Fleet) -> None:
     url = "s3://bucket/fw.bin?X-Amz-Signature=secret"
     verdict, _ = verify(fleet, fleet.release([app], url=url), [fleet.entry(app, "application")])
     assert "secret" not in verdict.message
+
+
+def test_artifact_hosts_limited_by_fleet_policy(fleet: Fleet) -> None:
+    """artifactURLPrefixes (default) and fleets.<fleet>.artifactURLPrefixes (own list): a URL
+    elsewhere is refused before any download, naming the allowed prefixes."""
+    app = generate(Algorithm.ED25519)
+    keys = [fleet.entry(app, "application")]
+    local = fleet.artifacts.as_uri() + "/"
+    elsewhere = "https://fw.example.com.evil/gw/fw.bin"
+    ok, calls = verify(fleet, fleet.release([app]), keys, artifactURLPrefixes=[local])
+    assert ok.verdict == "accepted" and calls == 1, ok.message
+    refused, calls = verify(fleet, fleet.release([app], url=elsewhere), keys,
+                            artifactURLPrefixes=["https://fw.example.com/gw/", local])
+    rejected(refused, Reason.ArtifactURLNotAllowed)
+    assert calls == 0 and refused.key_ids == [app.key_id]
+    assert refused.message == (
+        f"artifact {elsewhere}: not under the artifact URL prefixes allowed for fleet "
+        f"{fleet.name} (https://fw.example.com/gw/, {local})")
+    # The fleet's own list replaces the default, both ways.
+    own, _ = verify(fleet, fleet.release([app]), keys,
+                    artifactURLPrefixes=["https://fw.example.com/gw/"],
+                    fleets={fleet.name: {"artifactURLPrefixes": [local]}})
+    assert own.verdict == "accepted", own.message
+    other, _ = verify(fleet, fleet.release([app]), keys, artifactURLPrefixes=[local],
+                      fleets={fleet.name: {"artifactURLPrefixes": ["s3://gw-firmware/"]}})
+    rejected(other, Reason.ArtifactURLNotAllowed)
+    assert "(s3://gw-firmware/)" in other.message
+
+
+def test_credentials_in_the_url_are_refused_and_never_repeated(fleet: Fleet) -> None:
+    app = generate(Algorithm.ED25519)
+    url = "https://release-bot:hunter2@fw.example.com/gw/fw.bin?X-Amz-Signature=sekrit"
+    verdict, calls = verify(fleet, fleet.release([app], url=url),
+                            [fleet.entry(app, "application")])
+    rejected(verdict, Reason.ArtifactURLNotAllowed)
+    assert calls == 0
+    assert verdict.message == (
+        "artifact https://fw.example.com/gw/fw.bin: credentials in an artifact URL would be "
+        "published to devices; use the sidecar's s3 credentials or a presigned URL")
 
 
 def test_over_https_with_the_configured_ca(fleet: Fleet, tmp_path: Path) -> None:
@@ -423,7 +493,8 @@ def test_key_not_endorsed(fleet: Fleet) -> None:
     other_tier = verify_key(fleet, fleet.key_spec(
         key, "bootloader", endorsement=fleet.endorse(key, "os")))
     assert not other_tier.endorsed and other_tier.reason == Reason.ManifestMismatch
-    bad_pem = verify_key(fleet, {**fleet.key_spec(key, "os"), "publicKey": "not a key"})
+    not_a_key = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"  # PEM-shaped
+    bad_pem = verify_key(fleet, {**fleet.key_spec(key, "os"), "publicKey": not_a_key})
     assert not bad_pem.endorsed and bad_pem.reason == Reason.SignatureInvalid
     fraction = verify_key(fleet, {**fleet.key_spec(key, "os"),
                                   "notBefore": rfc3339(NOT_BEFORE).replace("Z", ".5Z")})
@@ -450,17 +521,20 @@ def test_downloads_are_bounded(fleet: Fleet) -> None:
         def __init__(self) -> None:
             self.running = self.peak = 0
 
-        async def fetch(self, url: str, expected_size: int) -> FetchResult:
+        async def fetch(self, url: str, expected_size: int,
+                        progress: ReadReporter | None = None) -> FetchResult:
             self.running += 1
             self.peak = max(self.peak, self.running)
             await asyncio.sleep(0.05)
             self.running -= 1
-            return FetchResult(url, 0, b"", truncated=True, oversized=False, seconds=0.05)
+            return FetchResult(url, 0, b"", short=True, oversized=False, seconds=0.05)
 
-    settings = fleet.settings(maxConcurrentFetches=2)
+    # One fleet may use both slots here (by default it gets half: see test_slots.py).
+    settings = fleet.settings(maxConcurrentFetches=2, maxConcurrentFetchesPerFleet=2)
     source = SlowSource()
     service = VerifierService(settings.roots, settings.policy, source, Metrics(),
-                              settings.config.max_concurrent_fetches)
+                              settings.config.max_concurrent_fetches, None,
+                              settings.config.fetches_per_fleet)
     app = generate(Algorithm.ED25519)
     request = ReleaseRequest.model_validate({
         "fleet": fleet.name, "name": "r", "release": fleet.release([app]),
