@@ -79,6 +79,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def ready_now(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:  # HTTPError (503 while listing) is one
+        return False
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -354,8 +362,7 @@ class Bench:
         started = time.time()
         gate.start_operator(register_webhook=False, wait_ready=False)
         healthy = time.time() - started
-        while urllib.request.urlopen(
-                f"http://127.0.0.1:{gate.metrics_port}/readyz").status != 200:
+        while not ready_now(f"http://127.0.0.1:{gate.metrics_port}/readyz"):
             time.sleep(0.1)
         ready = time.time() - started
         latencies, _ = self._releases([fleet], 1, "after restart")
