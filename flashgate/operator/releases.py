@@ -39,7 +39,12 @@ from pydantic import ValidationError
 
 from flashgate.api import FirmwareReleaseSpec, Publication, RollbackFloor, rollback_floor_name
 from flashgate.operator import ledger
-from flashgate.operator.conditions import condition, merge_conditions, release_conditions
+from flashgate.operator.conditions import (
+    condition,
+    merge_conditions,
+    parse_conditions,
+    release_conditions,
+)
 from flashgate.operator.failpoints import failpoint
 from flashgate.operator.fleets import FINAL_PHASES, FleetView
 from flashgate.operator.kube import JSON
@@ -82,17 +87,6 @@ class Release:
     @property
     def subject(self) -> str:
         return f"{self.spec.product}/{self.spec.tier}"
-
-
-def _conditions(status: Mapping[str, Any]) -> list[Any]:
-    from flashgate.api import Condition
-    found = []
-    for raw in status.get("conditions") or ():
-        try:
-            found.append(Condition.model_validate(raw))
-        except ValidationError:
-            continue
-    return found
 
 
 @dataclass
@@ -435,13 +429,13 @@ class ReleaseGate:
         message = redact_text(message)
         if phase == "Withdrawn":
             ready = condition("Ready", False, str(Reason.KeyRevoked), message, generation, now)
-            conditions = merge_conditions(_conditions(status), [ready])
+            conditions = merge_conditions(parse_conditions(status), [ready])
         elif phase == "Verifying":
-            conditions = merge_conditions(_conditions(status), [
+            conditions = merge_conditions(parse_conditions(status), [
                 condition(c, None, "Verifying", message, generation, now)
                 for c in ("SignatureVerified", "RollbackChecked", "IntegrityVerified", "Ready")])
         else:
-            conditions = merge_conditions(_conditions(status), release_conditions(
+            conditions = merge_conditions(parse_conditions(status), release_conditions(
                 reason, message, phase == "Published", generation, now))
         body: dict[str, Any] = {
             "phase": phase, "reason": str(reason) if reason else None, "message": message,
