@@ -54,7 +54,7 @@ from flashgate.operator.store import FIRMWARE_RELEASES, Store
 from flashgate.trust.fleet import signer_key_ids
 from flashgate.trust.vocabulary import Reason
 from flashgate.verifier_api.client import VerifierUnavailable
-from flashgate.verifier_api.models import ReleaseRequest, ReleaseVerdict
+from flashgate.verifier_api.models import ReleaseProgress, ReleaseRequest, ReleaseVerdict
 
 log = logging.getLogger("flashgate.operator")
 
@@ -65,10 +65,14 @@ VERIFYING_AFTER = 3.0
 """A verification that takes longer than this is shown as Verifying (a quick one is not: that
 status write would cost more than the whole verification, and under load it would add a write to
 every release just when writes are scarcest)."""
+PROGRESS_EVERY = 15.0
+"""How often a long wait's Verifying message is brought up to date (if it changed)."""
 
 
 class Verifier(Protocol):
     async def verify_release(self, request: ReleaseRequest) -> ReleaseVerdict: ...
+
+    async def progress(self, fleet: str, name: str) -> ReleaseProgress: ...
 
 
 @dataclass(frozen=True)
@@ -332,12 +336,18 @@ class ReleaseGate:
                 release.fleet, now, signer_key_ids(release.spec.signatures))]})
         call = asyncio.ensure_future(self.verifier.verify_release(request))
         try:
-            done, _ = await asyncio.wait({call}, timeout=VERIFYING_AFTER)
-            if not done:
-                await self._status(release.obj, release.generation, phase="Verifying",
-                                   reason=None, message="verifying: signatures, rollback floor "
-                                   "and artifact (fetched and hashed by the verifier sidecar)")
-            return await call
+            shown, wait = "", VERIFYING_AFTER
+            while True:
+                done, _ = await asyncio.wait({call}, timeout=wait)
+                if done:
+                    return await call
+                # A long wait says where it stands, rather than a silent Verifying.
+                message = await self._progress(release)
+                if message != shown:
+                    await self._status(release.obj, release.generation, phase="Verifying",
+                                       reason=None, message=message)
+                    shown = message
+                wait = PROGRESS_EVERY
         except VerifierUnavailable as error:
             self.metrics.verifier_unavailable.labels("release").inc()
             message = f"verifier sidecar unavailable, nothing published; retrying: {error}"
@@ -348,6 +358,21 @@ class ReleaseGate:
         finally:
             if not call.done():
                 call.cancel()
+
+    async def _progress(self, release: Release) -> str:
+        """What the release is waiting for, in words (from the sidecar's download slots)."""
+        base = "verifying: signatures, rollback floor and artifact"
+        try:
+            progress = await self.verifier.progress(release.fleet, release.name)
+        except VerifierUnavailable:
+            return base
+        if progress.state == "queued":
+            return (f"{base}: queued behind {progress.ahead} download(s) of this fleet "
+                    f"({progress.active} running in all)")
+        if progress.state == "fetching":
+            return (f"{base}: downloading, {progress.bytes_read} of "
+                    f"{release.spec.artifact.size} bytes")
+        return base
 
     def _backoff(self, release: Release) -> float:
         key = (release.fleet, release.name)
