@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -21,6 +21,10 @@ PublicKey = Ed25519PublicKey | ec.EllipticCurvePublicKey
 
 SIGNATURE_BYTES = 64
 """Both algorithms: Ed25519 signatures and ES256 r||s (32 + 32 bytes)."""
+
+# What cryptography raises for bytes that are not a key it can load: besides ValueError, it raises
+# UnsupportedAlgorithm for algorithms and curves it knows by OID but does not implement.
+_NOT_A_KEY = (ValueError, TypeError, UnsupportedAlgorithm)
 
 
 def key_id(spki_der: bytes) -> str:
@@ -39,7 +43,7 @@ def load_spki(spki_der: bytes, algorithm: Algorithm) -> PublicKey:
     """
     try:
         key = serialization.load_der_public_key(bytes(spki_der))
-    except (ValueError, TypeError) as exc:
+    except _NOT_A_KEY as exc:
         raise TrustError(
             Reason.SignatureInvalid, f"public key is not a DER SubjectPublicKeyInfo: {exc}"
         ) from None
@@ -81,7 +85,7 @@ def spki_from_pem(pem: str) -> bytes:
     """
     try:
         key = serialization.load_pem_public_key(pem.encode("ascii"))
-    except (ValueError, TypeError, UnicodeError) as exc:
+    except (*_NOT_A_KEY, UnicodeError) as exc:
         raise TrustError(
             Reason.SignatureInvalid, f"public key is not a PEM SubjectPublicKeyInfo: {exc}"
         ) from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 from typing import Any
 
 import cbor2
@@ -245,6 +246,22 @@ def test_a_root_signed_payload_breaking_the_table_is_invalid(
     verdict = verify_endorsement(envelope, FLEET, roots, **declared(key))
     assert verdict.reason is Reason.SignatureInvalid, verdict.message
     assert words in verdict.message
+
+
+# An SPKI of an algorithm cryptography knows by OID (1.2.3.4 here) but cannot load.
+_UNLOADABLE_SPKI = bytes.fromhex("302a300506032a0304") + bytes.fromhex("032100") + bytes(32)
+
+
+def test_a_root_signed_public_key_that_cryptography_cannot_load_is_invalid(
+    root: KeySigner, roots: list[KeyRecord], key: KeySigner
+) -> None:
+    changes = {"publicKey": _UNLOADABLE_SPKI, "keyId": hashlib.sha256(_UNLOADABLE_SPKI).digest()}
+    envelope = sign1(root, CT_KEY, wire(endorsement_of(key), **changes))
+    verdict = verify_endorsement(envelope, FLEET, roots, **declared(key))  # never raises
+    assert verdict.reason is Reason.SignatureInvalid, verdict.message
+    with pytest.raises(TrustError) as caught:
+        endorsed_record(envelope, FLEET, roots)
+    assert caught.value.reason is Reason.SignatureInvalid
 
 
 def test_an_algorithm_not_matching_the_public_key_is_invalid(

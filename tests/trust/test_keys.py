@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 import pytest
@@ -68,6 +69,41 @@ def test_load_spki_refuses_other_keys(spki: bytes) -> None:
         with pytest.raises(TrustError) as caught:
             load_spki(spki, algorithm)
         assert caught.value.reason is Reason.SignatureInvalid
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    assert len(body) < 128
+    return bytes([tag, len(body)]) + body
+
+
+# SubjectPublicKeyInfo of algorithms and curves cryptography knows by name but cannot load: it
+# raises UnsupportedAlgorithm (not ValueError) for these.
+_UNKNOWN_ALGORITHM = _der(0x30, _der(0x30, _der(0x06, b"\x2a\x03\x04")) + _der(0x03, bytes(33)))
+_UNSUPPORTED_CURVE = _der(
+    0x30,
+    _der(0x30, _der(0x06, bytes.fromhex("2a8648ce3d0201")) + _der(0x06, b"\x2b\x81\x04\x00\x06"))
+    + _der(0x03, b"\x00\x04" + b"\x01" * 28),
+)  # secp112r1
+
+
+@pytest.mark.parametrize(
+    "spki", [_UNKNOWN_ALGORITHM, _UNSUPPORTED_CURVE], ids=["1.2.3.4", "secp112r1"]
+)
+def test_keys_cryptography_does_not_support_are_refused_as_data(spki: bytes) -> None:
+    for algorithm in Algorithm:
+        with pytest.raises(TrustError) as caught:
+            load_spki(spki, algorithm)
+        assert caught.value.reason is Reason.SignatureInvalid
+    pem = spki_to_pem_text(spki)
+    with pytest.raises(TrustError) as caught:
+        spki_from_pem(pem)
+    assert caught.value.reason is Reason.SignatureInvalid
+
+
+def spki_to_pem_text(der: bytes) -> str:
+    """PEM armour around any DER (spki_to_pem itself needs a key cryptography can load)."""
+    body = base64.encodebytes(der).decode("ascii")
+    return f"-----BEGIN PUBLIC KEY-----\n{body}-----END PUBLIC KEY-----\n"
 
 
 def test_load_spki_refuses_non_canonical_encodings() -> None:
