@@ -35,8 +35,9 @@ def key_id(spki_der: bytes) -> str:
 def load_spki(spki_der: bytes, algorithm: Algorithm) -> PublicKey:
     """Load a DER SubjectPublicKeyInfo that must hold a key of `algorithm`.
 
-    The DER must be the key's one canonical encoding (uncompressed P-256 point, nothing trailing),
-    so that one key has exactly one keyId.
+    The DER must be the key's one canonical encoding (uncompressed P-256 point, nothing trailing;
+    an Ed25519 point with y < p), so that one key has exactly one keyId; an Ed25519 key of small
+    order is refused too.
 
     Raises:
         TrustError: `SignatureInvalid` when the bytes are not such a key.
@@ -62,7 +63,33 @@ def load_spki(spki_der: bytes, algorithm: Algorithm) -> PublicKey:
         )
     if _spki(loaded) != spki_der:
         raise TrustError(Reason.SignatureInvalid, "public key is not in its canonical DER encoding")
+    if isinstance(loaded, Ed25519PublicKey):
+        _check_ed25519_point(loaded.public_bytes_raw())
     return loaded
+
+
+_ED25519_P = 2**255 - 19
+_ED25519_Y8 = 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7
+# The y of the 8 points whose order divides 8, either sign of x (libsodium refuses the same keys;
+# tests/trust/test_keys.py derives them independently).
+_ED25519_SMALL_ORDER_Y = frozenset({0, 1, _ED25519_P - 1, _ED25519_Y8, _ED25519_P - _ED25519_Y8})
+
+
+def _check_ed25519_point(raw: bytes) -> None:
+    """An Ed25519 key must be spelled canonically and not be of small order.
+
+    OpenSSL loads any 32 bytes. A y >= p is a second spelling of the point with y - p (one key,
+    two keyIds), and a key of small order verifies forged signatures (for the identity,
+    (R = [S]B, S) verifies for every message): a root endorsement of either means more than it
+    says.
+    """
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    if y >= _ED25519_P:
+        raise TrustError(
+            Reason.SignatureInvalid, "Ed25519 public key is not canonical (y is not below p)"
+        )
+    if y in _ED25519_SMALL_ORDER_Y:
+        raise TrustError(Reason.SignatureInvalid, "Ed25519 public key is a point of small order")
 
 
 def _describe(key: object) -> str:

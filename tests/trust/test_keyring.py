@@ -264,6 +264,19 @@ def test_a_root_signed_public_key_that_cryptography_cannot_load_is_invalid(
     assert caught.value.reason is Reason.SignatureInvalid
 
 
+def test_a_root_signed_small_order_ed25519_key_is_invalid(
+    root: KeySigner, roots: list[KeyRecord]
+) -> None:
+    # The identity point: every (R = [S]B, S) would verify as its signature of anything.
+    identity = bytes.fromhex("302a300506032b6570032100") + (1).to_bytes(32, "little")
+    changes = {"publicKey": identity, "keyId": hashlib.sha256(identity).digest()}
+    envelope = sign1(root, CT_KEY, wire(endorsement_of(root), **changes))
+    with pytest.raises(TrustError) as caught:
+        endorsed_record(envelope, FLEET, roots)
+    assert caught.value.reason is Reason.SignatureInvalid
+    assert "small order" in caught.value.message
+
+
 def test_an_algorithm_not_matching_the_public_key_is_invalid(
     root: KeySigner, roots: list[KeyRecord], key: KeySigner
 ) -> None:
