@@ -219,7 +219,54 @@ def test_oversized_envelopes_are_refused_before_parsing(fleet: Fleet) -> None:
     assert len(envelope) > MAX_ENVELOPE_BYTES
     assert_rejected(verify(fleet, [envelope], big), Reason.SignatureInvalid, "limit")
     text = base64.b64encode(envelope).decode()
-    assert_rejected(verify(fleet, [text], big), Reason.SignatureInvalid, "larger than")
+    assert_rejected(verify(fleet, [text], big), Reason.SignatureInvalid, "more than the limit")
+
+
+def sized(fleet: Fleet, size: int) -> tuple[bytes, ReleaseManifest]:
+    """A good envelope of exactly `size` bytes (its manifest's version padded to fit)."""
+    base = len(signed(fleet.keys["app"], replace(MANIFEST, version="")))
+    for pad in range(size - base - 4, size - base + 1):  # text heads grow by up to 3 bytes
+        manifest = replace(MANIFEST, version="x" * pad)
+        envelope = signed(fleet.keys["app"], manifest)
+        if len(envelope) == size:
+            return envelope, manifest
+    raise AssertionError(f"no envelope of {size} bytes")
+
+
+@pytest.mark.parametrize("as_text", [False, True], ids=["bytes", "base64"])
+def test_the_envelope_size_limit_is_exact(fleet: Fleet, as_text: bool) -> None:
+    def form(envelope: bytes) -> bytes | str:
+        return base64.b64encode(envelope).decode() if as_text else envelope
+
+    at_limit, manifest = sized(fleet, MAX_ENVELOPE_BYTES)
+    verdict = verify(fleet, [form(at_limit)], manifest)
+    assert verdict.accepted, verdict.message
+    over, manifest = sized(fleet, MAX_ENVELOPE_BYTES + 1)
+    verdict = verify(fleet, [form(over)], manifest)
+    assert_rejected(verdict, Reason.SignatureInvalid, "16385 bytes", "limit")
+
+
+@pytest.mark.parametrize("position", [0, 1])
+def test_one_oversized_envelope_refuses_the_release_before_any_decoding(
+    fleet: Fleet, position: int
+) -> None:
+    # Step 0 is about the release, not one envelope: with k = 1, a good envelope beside an
+    # oversized one does not make the release acceptable.
+    good = signed(fleet.keys["app"])
+    oversized = sized(fleet, MAX_ENVELOPE_BYTES + 1)[0]
+    for over in (oversized, base64.b64encode(oversized).decode()):
+        envelopes: list[bytes | str] = [good]
+        envelopes.insert(position, over)
+        verdict = verify(fleet, envelopes)
+        assert_rejected(verdict, Reason.SignatureInvalid, f"signature {position + 1}", "limit")
+        assert verdict.key_ids == ()
+
+
+def test_base64_text_too_long_for_the_limit_is_refused_whatever_it_holds(fleet: Fleet) -> None:
+    # The size of a text envelope comes from its length and padding, before it is decoded.
+    text = "!" * (4 * -(-MAX_ENVELOPE_BYTES // 3) + 4)
+    verdict = verify(fleet, [signed(fleet.keys["app"]), text])
+    assert_rejected(verdict, Reason.SignatureInvalid, "signature 2", "limit")
 
 
 # --- step 2: the key -----------------------------------------------------------------------
@@ -478,8 +525,10 @@ def test_no_signature_at_all_is_threshold_not_met(fleet: Fleet) -> None:
 
 
 def test_too_many_envelopes_are_refused_unread(fleet: Fleet) -> None:
-    envelopes: list[bytes | str] = [signed(fleet.keys["app"])] * (MAX_SIGNATURES + 1)
-    assert_rejected(verify(fleet, envelopes), Reason.SignatureInvalid, "limit")
+    envelopes: list[bytes | str] = [signed(fleet.keys["app"])] * MAX_SIGNATURES
+    assert verify(fleet, envelopes).accepted
+    envelopes.append(envelopes[0])
+    assert_rejected(verify(fleet, envelopes), Reason.SignatureInvalid, "17 signatures", "limit")
 
 
 # --- step 6: the manifest against the resource ---------------------------------------------
