@@ -167,6 +167,18 @@ def test_wrong_content_type_is_refused(fleet: Fleet) -> None:
     assert_rejected(verify(fleet, [envelope]), Reason.SignatureInvalid, "content type")
 
 
+@pytest.mark.parametrize(("version", "padding"), [("4.2.0", "=="), ("4.2.0-rc1", "=")])
+def test_base64_envelopes_must_carry_their_padding(
+    fleet: Fleet, version: str, padding: str
+) -> None:
+    manifest = replace(MANIFEST, version=version)
+    padded = base64.b64encode(signed(fleet.keys["app"], manifest)).decode()
+    assert padded.endswith(padding) and not padded.endswith("=" + padding)
+    assert verify(fleet, [padded], manifest).accepted
+    unpadded = padded.rstrip("=")
+    assert_rejected(verify(fleet, [unpadded], manifest), Reason.SignatureInvalid, "base64")
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -428,6 +440,41 @@ def test_a_validly_signed_non_deterministic_payload_is_refused(fleet: Fleet, kin
     assert_rejected(verify(fleet, [envelope]), Reason.SignatureInvalid, "deterministic")
 
 
+def _in_table_order(manifest: ReleaseManifest) -> bytes:
+    """The manifest's map with its keys in docs/format.md's table order instead of sorted."""
+    data = cbor2.loads(manifest.to_cbor())
+    order = ["v", "type", "fleet", "product", "tier", "version", "securityVersion", "artifact"]
+    head = bytes([0xA0 | len(order)])
+    return head + b"".join(encode(key) + encode(data[key]) for key in order)
+
+
+def test_a_validly_signed_payload_in_table_order_is_refused(fleet: Fleet) -> None:
+    # The keys must be sorted bytewise ("v", "tier", "type", "fleet", ...), not written as listed.
+    payload = _in_table_order(MANIFEST)
+    assert payload != _GOOD_PAYLOAD and cbor2.loads(payload) == cbor2.loads(_GOOD_PAYLOAD)
+    envelope = sign1(fleet.keys["app"], CT_RELEASE, payload)
+    assert_rejected(verify(fleet, [envelope]), Reason.SignatureInvalid, "deterministic")
+
+
+@pytest.mark.parametrize(
+    ("text", "broken"),
+    [
+        (b"\x67fleet-a", b"\x67fleet-\xff"),
+        (b"\x67gw-3000", b"\x67gw-300\xc0"),  # a lead byte with nothing after it
+        (b"\x654.2.0", b"\x654.2\xed\xa0"),  # the start of an encoded surrogate
+        (b"\x6dapp-4.2.0.bin", b"\x6dapp-4.2\xc0\xae.bin"),  # overlong "."
+        (b"\x65fleet", b"\x65flee\x80"),  # a map key
+    ],
+    ids=["fleet", "product", "version", "artifact name", "key"],
+)
+def test_a_validly_signed_payload_with_text_that_is_not_utf8_is_refused(
+    fleet: Fleet, text: bytes, broken: bytes
+) -> None:
+    assert _GOOD_PAYLOAD.count(text) == 1
+    envelope = sign1(fleet.keys["app"], CT_RELEASE, _GOOD_PAYLOAD.replace(text, broken))
+    assert_rejected(verify(fleet, [envelope]), Reason.SignatureInvalid, "UTF-8")
+
+
 _INTEGER_KEYED: dict[Any, Any] = {**_wire(), 1: 1}
 
 
@@ -511,6 +558,17 @@ def test_valid_envelopes_over_different_manifests_are_a_mismatch(fleet: Fleet) -
     other = replace(m, version="9")
     verdict = verify(fleet, [signed(fleet.keys["boot1"], m), signed(fleet.keys["boot2"], other)], m)
     assert_rejected(verdict, Reason.ManifestMismatch, "version", "'4.2.0'", "'9'")
+
+
+@pytest.mark.parametrize("tier", [Tier.APPLICATION, Tier.BOOTLOADER])
+def test_one_key_signing_two_different_payloads_is_a_mismatch(fleet: Fleet, tier: Tier) -> None:
+    # Whether the tier needs one signature or two, and whichever payload matches the release.
+    m = replace(MANIFEST, tier=tier)
+    key = fleet.keys["app" if tier is Tier.APPLICATION else "boot1"]
+    other = replace(m, security_version=m.security_version + 1)
+    for pair in ([m, other], [other, m]):
+        verdict = verify(fleet, [signed(key, pair[0]), signed(key, pair[1])], m)
+        assert_rejected(verdict, Reason.ManifestMismatch, "securityVersion")
 
 
 def test_with_k_1_the_first_failure_gives_the_reason(fleet: Fleet) -> None:
