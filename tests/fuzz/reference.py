@@ -185,7 +185,8 @@ _D = -121665 * pow(121666, -1, _P) % _P
 
 
 def _ed_point(raw: bytes) -> tuple[int, int] | None:
-    """RFC 8032 §5.1.3 decoding, but y >= p is left to the caller: None if not on the curve."""
+    """RFC 8032 §5.1.3 decoding (y >= p is the caller's): None if not on the curve, Refused for
+    the non-canonical -0."""
     y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
     sign = raw[31] >> 7
     u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
@@ -195,7 +196,7 @@ def _ed_point(raw: bytes) -> tuple[int, int] | None:
         if (v * x * x - u) % _P:
             return None
     if x == 0 and sign:
-        return None
+        raise invalid("Ed25519 x = 0 with the sign bit set (-0) is not canonical")
     if x & 1 != sign:
         x = _P - x
     return x, y
@@ -413,3 +414,60 @@ def release(
     if signed["securityVersion"] > base + max_jump:
         return "FastForwardRejected"
     return None
+
+
+def artifact(expected: dict[str, Any], received: bytes, more: bool) -> str | None:
+    """Check 8's tail: the bytes fetched (at most `size`; `more` when the source had more)."""
+    if more or len(received) != expected["artifact"]["size"]:
+        return "SizeMismatch"
+    if hashlib.sha256(received).digest() != expected["artifact"]["sha256"]:
+        return "HashMismatch"
+    return None
+
+
+# --- root-signed documents ---------------------------------------------------------------------
+
+
+def root_signed(data: bytes | str, kind: str, roots: dict[bytes, Key]) -> dict[str, Any]:
+    """Checks 1-4 of an endorsement or revocation: its payload, or Refused."""
+    message = envelope(data, kind)
+    root = roots.get(message.kid)
+    if root is None or root.tier != "root":
+        raise Refused("UnknownKey", "not signed by a fleet root")
+    if root.revoked:
+        raise Refused("KeyRevoked", "revoked root")
+    if root.retired:
+        raise Refused("KeyExpired", "retired root")
+    if message.alg != COSE_ALG[root.algorithm]:
+        raise invalid("alg is not the root's")
+    if not signature_ok(root.algorithm, root.spki, to_be_signed(message), message.signature):
+        raise invalid("signature")
+    return payload(message.payload, kind)
+
+
+def endorsement(
+    data: bytes | str, fleet: str, roots: dict[bytes, Key], declared: Key
+) -> str | None:
+    """None when a root endorsed exactly the declared key, else the reason."""
+    try:
+        fields = root_signed(data, "key", roots)
+    except Refused as refused:
+        return refused.reason
+    endorsed = (
+        fields["fleet"], fields["tier"], fields["algorithm"], fields["keyId"],
+        fields["notBefore"], fields["notAfter"],
+    )  # fmt: skip
+    wanted = (
+        fleet, declared.tier, declared.algorithm, hashlib.sha256(declared.spki).digest(),
+        declared.not_before, declared.not_after,
+    )  # fmt: skip
+    return None if endorsed == wanted else "ManifestMismatch"
+
+
+def revocation(data: bytes | str, fleet: str, roots: dict[bytes, Key]) -> str | None:
+    """None when a root revoked a key of `fleet`, else the reason."""
+    try:
+        fields = root_signed(data, "revocation", roots)
+    except Refused as refused:
+        return refused.reason
+    return None if fields["fleet"] == fleet else "ManifestMismatch"

@@ -15,6 +15,7 @@ tests/fuzz/test_atheris.py, bench/fuzz_trust.py) and the regression files (tests
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -27,6 +28,7 @@ from flashgate.trust import (
     CT_KEY,
     CT_RELEASE,
     CT_REVOCATION,
+    MAX_ENVELOPE_BYTES,
     Algorithm,
     KeyEndorsement,
     ReleaseManifest,
@@ -34,6 +36,7 @@ from flashgate.trust import (
     Tier,
     TrustError,
     cbor,
+    check_artifact,
     decode_b64,
     envelope_size,
     load_spki,
@@ -41,7 +44,9 @@ from flashgate.trust import (
     sign1,
     spki_from_pem,
     spki_to_pem,
+    verify_endorsement,
     verify_release,
+    verify_revocation,
 )
 from tests.fuzz import reference
 from tests.fuzz.world import vectors, wire, world
@@ -251,6 +256,8 @@ class ReleaseCase:
     expected: ReleaseManifest
     floor: int | None
     now: int
+    artifact: bytes  # what the fetcher received: at most the signed size
+    more: bool  # the source had more bytes than that
 
 
 def release_case(data: bytes) -> ReleaseCase:
@@ -261,7 +268,9 @@ def release_case(data: bytes) -> ReleaseCase:
       0 raw bytes (chunk);  1 text (chunk, as Latin-1);
       2 signed here: key, flags (bit 0 base64, bit 1 claim the other alg, bits 2-3 content type),
         payload (chunk);
-      3 signed here over one of the expected manifests: key, flags, manifest (byte).
+      3 signed here over one of the expected manifests: key, flags, manifest (byte);
+    then the artifact fetched (byte: 0 as signed, 1 a byte short, 2 a byte changed, 3 a byte
+    more at the source).
     """
     w, reader = world(), Reader(data)
     now = _NOWS[reader.byte() % len(_NOWS)] or w.now
@@ -285,7 +294,12 @@ def release_case(data: bytes) -> ReleaseCase:
             else:
                 payload = manifests[reader.byte() % len(manifests)].to_cbor()
             envelopes.append(_signed(signer, flags, payload))
-    return ReleaseCase(envelopes, expected, floor, now)
+    artifact, fetched = bytes.fromhex(vectors()["artifact"]["hex"]), reader.byte() % 4
+    if fetched == 1:
+        artifact = artifact[:-1]
+    elif fetched == 2:
+        artifact = artifact[:-1] + bytes([artifact[-1] ^ 1])
+    return ReleaseCase(envelopes, expected, floor, now, artifact, more=fetched == 3)
 
 
 def _signed(signer: Any, flags: int, payload: bytes) -> bytes | str:
@@ -318,6 +332,60 @@ def check_release(data: bytes) -> None:
         w.policy.max_security_version_jump, case.floor, case.now,
     )  # fmt: skip
     assert ours == theirs, f"core {ours} ({verdict.message}), reference {theirs}"
+    if verdict.accepted:  # then the fetched artifact, step 8's tail
+        digest = hashlib.sha256(case.artifact).digest()
+        checked = check_artifact(case.expected, len(case.artifact), digest, case.more)
+        theirs = reference.artifact(wire(case.expected), case.artifact, case.more)
+        assert (checked.reason and str(checked.reason)) == theirs, checked.message
+
+
+# --- root-signed documents ---------------------------------------------------------------------
+
+
+def check_rootsigned(data: bytes) -> None:
+    """An endorsement or revocation: kind (byte: even key, odd revocation), the root's state
+    (byte: 0 trusted, 1 revoked, 2 retired), the SigningKey it is checked against (byte), then one
+    envelope as in `release_case` (mode 0-2)."""
+    w, reader = world(), Reader(data)
+    kind = "key" if reader.byte() % 2 == 0 else "revocation"
+    state = reader.byte() % 3
+    root = replace(w.root, revoked=state == 1, retired=state == 2)
+    names = sorted(n for n, k in w.table.items() if k["tier"] != "root")
+    declared = w.table[names[reader.byte() % len(names)]]
+    mode = reader.byte() % 3
+    envelope: bytes | str
+    if mode == 0:
+        envelope = reader.chunk()
+    elif mode == 1:
+        envelope = reader.chunk().decode("latin-1")
+    else:
+        signers = _names()
+        signer = w.signers[signers[reader.byte() % len(signers)]]
+        envelope = _signed(signer, reader.byte(), reader.chunk())
+    root_key = replace(w.keys[bytes.fromhex(root.key_id)], revoked=root.revoked,
+                       retired=root.retired)  # fmt: skip
+    roots = {bytes.fromhex(root.key_id): root_key}
+    if kind == "key":
+        spec = reference.Key(
+            spki=bytes.fromhex(declared["spki"]), tier=declared["tier"],
+            algorithm=declared["algorithm"], not_before=declared["notBefore"],
+            not_after=declared["notAfter"],
+        )  # fmt: skip
+        verdict = verify_endorsement(
+            envelope, w.fleet, [root], tier=Tier(spec.tier), algorithm=Algorithm(spec.algorithm),
+            public_key=spec.spki, not_before=spec.not_before, not_after=spec.not_after,
+        )  # fmt: skip
+        ours = None if verdict.accepted else str(verdict.reason)
+        theirs = reference.endorsement(envelope, w.fleet, roots, spec)
+        assert ours == theirs, f"endorsement: core {ours} ({verdict.message}), reference {theirs}"
+    else:
+        try:
+            verify_revocation(envelope, w.fleet, [root])
+            ours = None
+        except TrustError as exc:
+            ours = str(exc.reason)
+        theirs = reference.revocation(envelope, w.fleet, roots)
+        assert ours == theirs, f"revocation: core {ours}, reference {theirs}"
 
 
 # --- all targets, time limit, seeds -------------------------------------------------------------
@@ -329,6 +397,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "payload": check_payload,
     "spki": check_spki,
     "release": check_release,
+    "rootsigned": check_rootsigned,
 }
 
 
@@ -359,23 +428,82 @@ def _payloads() -> list[bytes]:
     return list(dict.fromkeys(found))
 
 
+def _good_envelope() -> bytes:
+    good = next(c for c in vectors()["release_cases"] if c["name"] == "good-ed25519")
+    return bytes.fromhex(good["signatures"][0])
+
+
+def _envelope_variants() -> list[bytes]:
+    """The good envelope with one part wrong in each way check 1 knows, and at the size limit."""
+    protected, _, payload, signature = cbor.decode(_good_envelope()[1:])
+    header = cbor.decode(protected)
+    kid = header[4]
+    headers: list[Any] = [
+        {**header, 1: -7}, {**header, 1: -35}, {**header, 3: 0}, {**header, 4: kid[:31]},
+        {1: -8, 3: CT_RELEASE}, {**header, 5: b""}, [1, 3, 4], {},
+    ]  # fmt: skip
+    parts: list[list[Any]] = [[cbor.encode(h), {}, payload, signature] for h in headers]
+    parts += [
+        [b"", {}, payload, signature], [protected, {4: kid}, payload, signature],
+        [protected, {}, "text", signature], [protected, {}, payload, signature.hex()],
+        [protected, {}, payload],
+    ]  # fmt: skip
+    found = [b"\xd2" + cbor.encode(p) for p in parts]
+    for size in (MAX_ENVELOPE_BYTES, MAX_ENVELOPE_BYTES + 1):
+        padded = b"\xd2" + cbor.encode([protected, {}, payload + b"\x00" * size, signature])
+        found.append(padded[:size])
+    return found
+
+
+def _spki_variants() -> list[bytes]:
+    """Other spellings of the vectors' keys: compressed and hybrid P-256, Ed25519 y >= p and
+    points of small order."""
+    es256 = next(bytes.fromhex(k["spki"]) for k in vectors()["keys"].values()
+                 if k["algorithm"] == "ecdsa-p256-sha256")  # fmt: skip
+    x, y = es256[-64:-32], es256[-32:]
+    compressed = b"\x30\x39" + es256[2:23] + b"\x03\x22\x00" + bytes([2 | y[-1] & 1]) + x
+    hybrid = es256[:-65] + bytes([6 | y[-1] & 1]) + x + y
+    prefix, p = bytes.fromhex("302a300506032b6570032100"), 2**255 - 19
+    ed = [prefix + n.to_bytes(32, "little") for n in (1, 0, p - 1, p, p + 1, 2**255 - 1)]
+    return [compressed, hybrid, *ed]
+
+
+def _signed_payload_seeds() -> list[tuple[int, bytes]]:
+    """(kind, payload) seeds the vectors do not have: a revocation, and payloads one rule off."""
+    w = world()
+    app1 = bytes.fromhex(w.table["app1"]["spki"])
+    revocation = Revocation(w.fleet, hashlib.sha256(app1).digest(), w.now, "lost").to_cbor()
+    compressed = _spki_variants()[0]
+    endorsement = cbor.encode({
+        "v": 1, "type": "key", "fleet": w.fleet, "tier": "application",
+        "keyId": hashlib.sha256(compressed).digest(), "algorithm": "ecdsa-p256-sha256",
+        "publicKey": compressed, "notBefore": 1, "notAfter": 2,
+    })  # fmt: skip
+    short = w.good.to_cbor().replace(b"\x58\x20" + w.good.artifact_sha256, b"\x58\x1f" + bytes(31))
+    return [(2, revocation), (1, endorsement), (0, short)]
+
+
 @cache
 def seeds(target: str) -> list[bytes]:
-    """The starting corpus of `target`, from tests/vectors/v1.json."""
+    """The starting corpus of `target`: the test vectors, and variants of them made here."""
     envelopes = _all_envelopes()
-    spkis = [bytes.fromhex(k["spki"]) for k in vectors()["keys"].values()]
+    spkis = [bytes.fromhex(k["spki"]) for k in vectors()["keys"].values()] + _spki_variants()
     if target == "cbor":
         return envelopes + [e[1:] for e in envelopes] + _payloads()
     if target == "base64":
         return [base64.b64encode(e) for e in envelopes]
     if target == "sign1":
-        return [bytes([flags]) + e for e in envelopes for flags in (0, 1, 4)]
+        every = envelopes + _envelope_variants()
+        return [bytes([flags]) + e for e in every for flags in (0, 1, 4)]
     if target == "payload":
-        return [bytes([kind]) + p for p in _payloads() for kind in range(3)]
+        extra = [bytes([kind]) + p for kind, p in _signed_payload_seeds()]
+        return [bytes([kind]) + p for p in _payloads() for kind in range(3)] + extra
     if target == "spki":
         return [bytes([mode]) + s for s in spkis for mode in (0, 1, 3)]
     if target == "release":
         return _release_seeds()
+    if target == "rootsigned":
+        return _rootsigned_seeds()
     raise KeyError(target)
 
 
@@ -389,9 +517,10 @@ def _release_seeds() -> list[bytes]:
             writer.byte(0).chunk(bytes.fromhex(signature))
         found.append(bytes(writer.out))
     good = world().good
+    at = manifests.index(good)
     for name in names:  # every key over the good manifest, as bytes and as base64
         for flags in (0, 1):
-            writer = Writer().byte(0).byte(0).byte(manifests.index(good)).byte(1)
+            writer = Writer().byte(0).byte(0).byte(at).byte(1)
             writer.byte(2).byte(names.index(name)).byte(flags).chunk(good.to_cbor())
             found.append(bytes(writer.out))
     for tier in (Tier.BOOTLOADER, Tier.CONFIG):  # two signatures of a tier's own keys
@@ -401,6 +530,41 @@ def _release_seeds() -> list[bytes]:
         for name in own:
             writer.byte(3).byte(names.index(name)).byte(0).byte(manifests.index(manifest))
         found.append(bytes(writer.out))
+    app1 = names.index("app1")
+    for count in (16, 17):  # the envelope limit, then one more
+        writer = Writer().byte(0).byte(0).byte(at).byte(count)
+        for _ in range(count):
+            writer.byte(3).byte(app1).byte(0).byte(at)
+        found.append(bytes(writer.out))
+    for size in (MAX_ENVELOPE_BYTES, MAX_ENVELOPE_BYTES + 1):  # the size limit beside a good one
+        writer = Writer().byte(0).byte(0).byte(at).byte(2).byte(3).byte(app1).byte(0).byte(at)
+        found.append(bytes(writer.byte(0).chunk(b"\xd2" * size).out))
+    for fetched in (1, 2, 3):  # the artifact as fetched, after a good signature
+        writer = Writer().byte(0).byte(0).byte(at).byte(1).byte(3).byte(app1).byte(0).byte(at)
+        found.append(bytes(writer.byte(fetched).out))
+    return found
+
+
+def _rootsigned_seeds() -> list[bytes]:
+    w, names = world(), _names()
+    declared = sorted(n for n, k in w.table.items() if k["tier"] != "root")
+    v = vectors()
+    found = []
+    for name, envelope in v["endorsements"].items():  # against its own key, then another
+        other = declared[(declared.index(name) + 1) % len(declared)]
+        for state, spec in ((0, name), (1, name), (2, name), (0, other)):
+            writer = Writer().byte(0).byte(state).byte(declared.index(spec))
+            found.append(bytes(writer.byte(0).chunk(bytes.fromhex(envelope)).out))
+    for case in v["key_cases"]:
+        writer = Writer().byte(0).byte(0).byte(declared.index(case["key"])).byte(0)
+        found.append(bytes(writer.chunk(bytes.fromhex(case["endorsement"])).out))
+    root = names.index("root")
+    revocation, endorsement = (p for _, p in _signed_payload_seeds()[:2])
+    elsewhere = revocation.replace(b"\x67" + w.fleet.encode(), b"\x67fleet-b")  # another fleet
+    for kind, payload in ((2, revocation), (1, endorsement), (2, elsewhere)):  # root-signed here
+        flags = kind << 2  # the content type of the payload: key 1, revocation 2
+        writer = Writer().byte(kind - 1).byte(0).byte(0).byte(2).byte(root).byte(flags)
+        found.append(bytes(writer.chunk(payload).out))
     return found
 
 

@@ -1,4 +1,4 @@
-"""A short coverage-guided run (atheris) of every fuzz target, from its seeds: ~3 s each.
+"""A short coverage-guided run (atheris) of every fuzz target, from its seeds: ~2 s each.
 
 The long run is bench/fuzz_trust.py. A finding here fails the test with libFuzzer's report and
 leaves the crash file in the test's temporary directory (see tests/fuzz/atheris_main.py).
@@ -16,7 +16,7 @@ import pytest
 from tests.fuzz.targets import TARGETS
 
 REPO = Path(__file__).resolve().parents[2]
-SECONDS = 3
+SECONDS = 2
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="atheris is a dev dependency on Linux only"

@@ -77,6 +77,8 @@ class World:
     keys: dict[bytes, reference.Key]  # what the reference knows, by keyId
     thresholds: dict[str, int]
     good: ReleaseManifest  # what the vectors' good releases sign
+    root: KeyRecord
+    table: dict[str, dict[str, Any]]  # the vectors' key table, with the keys made here
 
     def floor(self, manifest: ReleaseManifest) -> int | None:
         return self.floors.get((manifest.product, str(manifest.tier)))
@@ -157,6 +159,8 @@ def world() -> World:
         keys=keys,
         thresholds=dict(policy["thresholds"]),
         good=good,
+        root=root_record,
+        table=table,
     )
 
 
