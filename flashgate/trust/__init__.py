@@ -18,12 +18,14 @@ from flashgate.trust.cose import (
     to_be_signed,
     verify_sign1,
 )
-from flashgate.trust.durations import format_duration, parse_duration
+from flashgate.trust.durations import DURATION_PATTERN, format_duration, parse_duration
 from flashgate.trust.keyring import (
     ROOT,
+    ROOT_NOT_AFTER,
     KeyRecord,
     KeyRing,
     endorsed_record,
+    root_key,
     verify_endorsement,
     verify_revocation,
 )
@@ -66,9 +68,11 @@ __all__ = [
     "CT_RELEASE",
     "CT_REVOCATION",
     "DEFAULT_OVERLAP",
+    "DURATION_PATTERN",
     "MAX_ENVELOPE_BYTES",
     "MAX_SIGNATURES",
     "ROOT",
+    "ROOT_NOT_AFTER",
     "TRUSTED_PHASES",
     "Algorithm",
     "DocEnum",
@@ -102,6 +106,7 @@ __all__ = [
     "load_spki",
     "parse_duration",
     "parse_sign1",
+    "root_key",
     "sign1",
     "spki_from_pem",
     "spki_to_pem",

@@ -1,4 +1,4 @@
-"""Deterministic CBOR, docs/format.md "Payloads: deterministic CBOR" (RFC 8949 §4.2.1).
+"""Deterministic CBOR, docs/format.md "Deterministic CBOR" (RFC 8949 §4.2.1).
 
 Only the data model the wire format uses: unsigned and negative integers (64-bit), byte strings,
 UTF-8 text, arrays and maps with integer or text keys. No floats, tags, simple values or indefinite

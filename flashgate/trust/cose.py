@@ -1,4 +1,4 @@
-"""The envelope: tagged COSE_Sign1, FORMAT.md "Envelope" and "Order of checks" steps 1 and 3.
+"""The envelope: tagged COSE_Sign1, docs/format.md "Envelope" and "Order of checks" steps 1 and 3.
 
     COSE_Sign1 = #6.18([ protected: bstr, unprotected: {}, payload: bstr, signature: bstr ])
     protected  = bstr wrapping the deterministic encoding of { 1: alg, 3: content-type, 4: kid }
@@ -152,7 +152,7 @@ def to_be_signed(protected: bytes, payload: bytes) -> bytes:
 
 
 def verify_sign1(message: Sign1, algorithm: Algorithm, spki_der: bytes) -> None:
-    """FORMAT.md check 3: `alg` must be the key's algorithm (pinned from the key), then the
+    """docs/format.md check 3: `alg` must be the key's algorithm (pinned from the key), then the
     signature.
 
     Raises:

@@ -1,8 +1,8 @@
 """Public keys, key ids and raw signature verification.
 
-FORMAT.md "Envelope" (EdDSA over ToBeSigned; ES256 as raw r||s over SHA-256(ToBeSigned), RFC 9053
-§2.1) and "Payloads" (keyId = SHA-256 of the DER SubjectPublicKeyInfo, 64 lowercase hex digits).
-Pure: bytes in, bytes or a bool out.
+docs/format.md "Keys and keyId" (one canonical SubjectPublicKeyInfo per key; keyId = its SHA-256,
+64 lowercase hex digits) and "Envelope" (EdDSA over ToBeSigned; ES256 as raw r||s over
+SHA-256(ToBeSigned), RFC 9053 §2.1). Pure: bytes in, bytes or a bool out.
 """
 
 from __future__ import annotations

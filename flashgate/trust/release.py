@@ -1,4 +1,4 @@
-"""May this release be published? FORMAT.md "Order of checks", steps 0-7 and the tail of step 8.
+"""May this release be published? docs/format.md "Order of checks", steps 0-7 and the end of 8.
 
 Bytes in, verdict out. The caller supplies the envelopes (CBOR bytes or base64 text), the release
 as the resource declares it (an expected `ReleaseManifest`, fleet = namespace), every key the fleet
@@ -75,7 +75,7 @@ class Policy:
 def check_rollback(
     security_version: int, floor: int | None, max_jump: int, *, subject: str = ""
 ) -> Verdict:
-    """Step 7: the anti-rollback floor (DESIGN.md "Anti-rollback").
+    """Step 7: the anti-rollback floor (docs/design.md "Anti-rollback").
 
     Equal to the floor is allowed (a functional rollback within one security epoch). No floor yet
     (`None`) counts as 0, so the very first release is bounded by `max_jump` too: a stolen key must
@@ -164,7 +164,7 @@ def verify_release(
     floor: int | None,
     now: int,
 ) -> Verdict:
-    """Steps 0-7 of FORMAT.md "Order of checks" (see the module docstring). Never raises.
+    """Steps 0-7 of docs/format.md "Order of checks" (see the module docstring). Never raises.
 
     Args:
         envelopes: The release's signatures: COSE_Sign1 bytes or base64 text, one per signer.

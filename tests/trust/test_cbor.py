@@ -1,4 +1,4 @@
-"""Deterministic CBOR (FORMAT.md "Payloads", RFC 8949 §4.2.1): one value, one encoding."""
+"""Deterministic CBOR (docs/format.md "Deterministic CBOR", RFC 8949 §4.2.1): one value, one encoding."""
 
 from __future__ import annotations
 

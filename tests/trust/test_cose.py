@@ -1,4 +1,4 @@
-"""COSE_Sign1 envelopes (FORMAT.md "Envelope", check 1) and strict base64."""
+"""COSE_Sign1 envelopes (docs/format.md "Envelope", check 1) and strict base64."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Payload tables, root-signed endorsements and revocations, and the key ring.
 
-FORMAT.md "Key endorsement", "Revocation", "The fleet root"; DESIGN.md trust set.
+docs/format.md "Key endorsement", "Revocation", "The fleet root"; docs/design.md trust set.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""verify_release, check_rollback and check_artifact: FORMAT.md "Order of checks" steps 1-8.
+"""verify_release, check_rollback and check_artifact: docs/format.md "Order of checks" steps 1-8.
 
 Keys are made at test time; `now` is fixed.
 """
