@@ -1,10 +1,11 @@
-"""The envelope: tagged COSE_Sign1, docs/format.md "Envelope" and "Order of checks" steps 1 and 3.
+"""The envelope: tagged COSE_Sign1, docs/format.md "Envelope" and "Order of checks" steps 0-3.
 
     COSE_Sign1 = #6.18([ protected: bstr, unprotected: {}, payload: bstr, signature: bstr ])
     protected  = bstr wrapping the deterministic encoding of { 1: alg, 3: content-type, 4: kid }
 
-`parse_sign1` is step 1 (structure, tag, empty unprotected map, exactly alg/content-type/kid, the
-expected content type); `verify_sign1` is step 3 (alg against the key that the caller chose, then
+`envelope_size` is what step 0 measures. `parse_sign1` is step 0 for its one envelope, then step 1
+(structure, tag, empty unprotected map, exactly alg/content-type/kid, the expected content type);
+`verify_sign1` is step 3 (alg against the key that the caller chose, then
 the signature). The payload is never decoded here: the caller decodes it only after step 3, and
 ToBeSigned is built from the envelope's very `protected` and `payload` bytes.
 """
