@@ -2,14 +2,15 @@
 
 Each target runs one input through the trust core and through `reference` (an independent reading
 of docs/format.md) and asserts:
-- the core raises nothing but TrustError (or a documented ValueError/TypeError of `encode`);
-- it decides like the reference: never an acceptance the reference does not reach, and for
-  `release`, the very same reason;
+- the core raises nothing but TrustError (the verify_* functions raise nothing at all);
+- it decides like the reference: it accepts exactly what the reference accepts, and for releases
+  and root-signed documents it gives the very same reason;
 - what it accepts has one encoding: re-encoding gives the input back;
 - it answers within `TIME_LIMIT` seconds.
-The same targets serve hypothesis (tests/fuzz/test_properties.py), atheris (tests/fuzz/atheris_main.py,
-tests/fuzz/test_atheris.py, bench/fuzz_trust.py) and the regression files (tests/fuzz/regressions).
-`seeds(target)` is the starting corpus, taken from the test vectors.
+The same targets serve hypothesis (tests/fuzz/test_properties.py), atheris
+(tests/fuzz/atheris_main.py, tests/fuzz/test_atheris.py, bench/fuzz_trust.py) and the regression
+files (tests/fuzz/regressions). `seeds(target)` is the starting corpus: the test vectors, and
+variants of them.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from flashgate.trust import (
 )
 from tests.fuzz import reference
 from tests.fuzz.world import vectors, wire, world
+from tests.trust.test_vectors import expected_manifest as manifest_of
 
 TIME_LIMIT = 1.0
 """Seconds one input may take (the slowest real case, 16 ES256 envelopes, takes milliseconds)."""
@@ -226,20 +228,6 @@ def expected_manifests() -> list[ReleaseManifest]:
     good = world().good
     found += [replace(good, tier=tier) for tier in Tier if replace(good, tier=tier) not in found]
     return found
-
-
-def manifest_of(release: dict[str, Any]) -> ReleaseManifest:
-    artifact = release["artifact"]
-    return ReleaseManifest(
-        fleet=release.get("fleet", vectors()["fleet"]),
-        product=release["product"],
-        tier=Tier(release["tier"]),
-        version=release["version"],
-        security_version=release["securityVersion"],
-        artifact_name=artifact["name"],
-        artifact_size=artifact["size"],
-        artifact_sha256=bytes.fromhex(artifact["sha256"]),
-    )
 
 
 _NOWS = [0, 1795000001, 1789913600, 1821536000]  # 0 = the vectors' now

@@ -8,10 +8,8 @@ the reference (`reference.Key` records taken from the vector file's own key tabl
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -33,14 +31,7 @@ from flashgate.trust import (
     sign1,
 )
 from tests.fuzz import reference
-
-VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "v1.json"
-
-
-@cache
-def vectors() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(VECTORS.read_text())
-    return data
+from tests.trust.test_vectors import vectors
 
 
 class DeterministicSigner:
