@@ -2,8 +2,8 @@
 
 The artifact URL is unsigned (docs/format.md, the job document): whoever can write a
 `FirmwareRelease` chooses it. So before any connection the sidecar refuses URLs that would make
-it a proxy into the pod's network: loopback, link-local (cloud metadata at 169.254.169.254), private and carrier-grade NAT
-ranges, cluster-internal names. Every address a name resolves to must pass, and the connection
+it a proxy into the pod's network: loopback, link-local (cloud metadata at 169.254.169.254),
+private and carrier-grade NAT ranges, cluster-internal names. Every address a name resolves to must pass, and the connection
 then goes only to the addresses that were checked (`CheckedURL.addresses`), so a second DNS answer
 cannot differ from the first (DNS rebinding).
 
