@@ -22,9 +22,6 @@ from flashgate.operator.fleets import ParsedKey
 from flashgate.trust.rotation import PhaseResult
 from flashgate.trust.vocabulary import Tier
 
-BUNDLE_CONFIGMAP = "flashgate-trust-bundle"
-BUNDLE_KEY = "bundle.json"
-
 
 @dataclass(frozen=True)
 class Unrevocable:

@@ -27,13 +27,14 @@ from flashgate.api import (
     RevokedKey,
     SigningKeyStatus,
 )
+from flashgate.api.published import BUNDLE_CONFIGMAP, BUNDLE_KEY, BUNDLE_LABELS
+from flashgate.kube.client import JSON
 from flashgate.operator import bundle
 from flashgate.operator.conditions import condition, merge_conditions, parse_conditions
 from flashgate.operator.fleets import FleetView, ParsedKey, UnusableKey
-from flashgate.operator.kube import JSON
 from flashgate.operator.metrics import Metrics
 from flashgate.operator.releases import ReleaseGate
-from flashgate.operator.store import BUNDLE_LABELS, SIGNING_KEYS, Store
+from flashgate.operator.store import SIGNING_KEYS, Store
 from flashgate.trust.rotation import KeyPhase, PhaseResult
 from flashgate.trust.vocabulary import format_time
 from flashgate.verifier_api.client import VerifierUnavailable
@@ -161,9 +162,9 @@ class KeyKeeper:
         text, missing = bundle.build(fleet, phases, self.view.revocation_lists.get(fleet), now)
 
         def update(data: Mapping[str, str]) -> Mapping[str, str] | None:
-            return None if data == {bundle.BUNDLE_KEY: text} else {bundle.BUNDLE_KEY: text}
+            return None if data == {BUNDLE_KEY: text} else {BUNDLE_KEY: text}
 
-        await self.store.update_configmap(fleet, bundle.BUNDLE_CONFIGMAP, BUNDLE_LABELS, update)
+        await self.store.update_configmap(fleet, BUNDLE_CONFIGMAP, BUNDLE_LABELS, update)
         return {m.key.name for m in missing}
 
     async def _write_status(self, fleet: str, key: ParsedKey, result: PhaseResult,

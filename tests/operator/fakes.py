@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flashgate.api import REVOCATION_LIST_NAME, RevocationList, RollbackFloor, rollback_floor_name
+from flashgate.api.published import channel_name
+from flashgate.kube.client import JSON, Resource
 from flashgate.operator.channels import ChannelGuard
 from flashgate.operator.fleets import FleetView
 from flashgate.operator.keys import KeyKeeper
-from flashgate.operator.kube import JSON, Resource
-from flashgate.operator.ledger import SEQUENCE_ANNOTATION, channel_name
+from flashgate.operator.ledger import SEQUENCE_ANNOTATION
 from flashgate.operator.metrics import Metrics
 from flashgate.operator.releases import ReleaseGate
 from flashgate.operator.store import (
