@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import (
@@ -55,12 +54,11 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
-from yarl import URL
 
+from flashgate.s3 import S3Section, S3Settings
 from flashgate.trust import Algorithm, KeyRecord, Policy, Tier, TrustError, spki_from_pem
 from flashgate.trust.keyring import root_key
 from flashgate.verifier_sidecar.fetch import FetchLimits, URLPolicy
-from flashgate.verifier_sidecar.s3 import S3Settings
 from flashgate.verifier_sidecar.slots import default_share
 from flashgate.verifier_sidecar.urlpolicy import ArtifactPrefixes, URLPrefix
 
@@ -82,33 +80,6 @@ class RootKey(_Model):
 class RootFile(_Model):
     path: Path = Field(description="a PEM public key file of a fleet root")
     algorithm: Algorithm
-
-
-class S3Section(_Model):
-    """Where s3://bucket/key URLs are fetched from, and with which read-only credentials."""
-
-    endpoint: str = Field(description="https base URL of the S3 API")
-    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,40}$")
-    addressing_style: Literal["path", "virtual"] = "path"
-    access_key_id_file: Path | None = None
-    secret_access_key_file: Path | None = None
-    session_token_file: Path | None = None
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        url = URL(value)
-        if url.scheme != "https" or not url.host or url.raw_user or url.raw_query_string:
-            raise ValueError("endpoint must be https://host[:port][/path], TLS verified, "
-                             "without credentials or query")
-        return value
-
-    def settings(self) -> S3Settings:
-        return S3Settings(endpoint=URL(self.endpoint), region=self.region,
-                          addressing_style=self.addressing_style,
-                          access_key_id_file=self.access_key_id_file,
-                          secret_access_key_file=self.secret_access_key_file,
-                          session_token_file=self.session_token_file)
 
 
 def _prefixes(value: list[str] | None) -> list[str] | None:
