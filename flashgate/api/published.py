@@ -20,6 +20,9 @@ CHANNEL_LABELS = {KIND_LABEL: "channel"}
 BUNDLE_LABELS = {KIND_LABEL: "trust-bundle"}
 PUBLISHED_SELECTOR = f"{KIND_LABEL} in (channel,trust-bundle)"
 CHANNEL_SELECTOR = f"{KIND_LABEL}=channel"
+# What a reader of the published ConfigMaps (the delivery service) watches: the operator's only.
+MANAGED_PUBLISHED_SELECTOR = ",".join(
+    [*(f"{k}={v}" for k, v in MANAGED_BY.items()), PUBLISHED_SELECTOR])
 
 BUNDLE_CONFIGMAP = "flashgate-trust-bundle"
 BUNDLE_KEY = "bundle.json"
