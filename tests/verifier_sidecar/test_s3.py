@@ -109,16 +109,17 @@ def test_s3_without_configuration_is_unavailable() -> None:
 
 # ---- a real S3-compatible server -------------------------------------------------------------
 
-def s3_server_for_tests() -> Iterator[s3server.S3Server]:
+def s3_server_for_tests(iam: bool = False) -> Iterator[s3server.S3Server]:
     """versitygw for a test module: built on demand where Go is, skipped where it cannot be had,
-    and a failure in CI (where hack/setup.sh must have installed it)."""
+    and a failure in CI (where hack/setup.sh must have installed it). `iam`: with user accounts
+    (S3Server.read_only_user)."""
     if s3server.find() is None:
         if os.environ.get("CI"):
             pytest.fail("versitygw is not installed: hack/setup.sh installs it "
                         f"({s3server.binary_path()})")
         if shutil.which("go") is None:
             pytest.skip("versitygw is not installed and Go is missing to build it (hack/setup.sh)")
-    with s3server.S3Server() as server:
+    with s3server.S3Server(iam=iam) as server:
         yield server
 
 
