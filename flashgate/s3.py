@@ -154,7 +154,7 @@ def sign_get(url: URL, credentials: Credentials, region: str, now: datetime,
 
 
 def presign_get(url: URL, credentials: Credentials, region: str, now: datetime,
-                expires: int) -> URL:
+                expires: int) -> str:
     """A presigned URL for a GET of exactly `url` (an object's https URL, from `object_url`),
     valid from `now` for `expires` seconds (SigV4 query-string signing).
 
@@ -173,11 +173,17 @@ def presign_get(url: URL, credentials: Credentials, region: str, now: datetime,
     if credentials.session_token:
         params["X-Amz-Security-Token"] = credentials.session_token
     query = _encode_query(params.items())
-    canonical = "\n".join(["GET", url.raw_path or "/", query,
-                           f"host:{host_header(url)}\n", "host", UNSIGNED_PAYLOAD])
+    base, path, host = _object_parts(url)
+    canonical = "\n".join(["GET", path, query, f"host:{host}\n", "host", UNSIGNED_PAYLOAD])
     signature = _signature(credentials.secret_access_key, amz_date, scope, region, canonical)
-    base = str(url.with_query(None).with_fragment(None))
-    return URL(f"{base}?{query}&X-Amz-Signature={signature}", encoded=True)
+    return f"{base}?{query}&X-Amz-Signature={signature}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _object_parts(url: URL) -> tuple[str, str, str]:
+    """The URL without query, its raw path and its Host header: the same for every presign of
+    one object (the delivery service presigns per request, so they are kept)."""
+    return str(url.with_query(None).with_fragment(None)), url.raw_path or "/", host_header(url)
 
 
 def _date_and_scope(now: datetime, region: str) -> tuple[str, str]:

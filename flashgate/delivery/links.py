@@ -74,8 +74,8 @@ class Links:
             return target.url
         assert self.s3 is not None
         now = self.clock()
-        return str(presign_get(target.s3_object, self._current_credentials(now), self.s3.region,
-                               datetime.fromtimestamp(now, UTC), self.ttl))
+        return presign_get(target.s3_object, self._current_credentials(now), self.s3.region,
+                           datetime.fromtimestamp(now, UTC), self.ttl)
 
     def _current_credentials(self, now: float) -> Credentials:
         """Read from their files at most every CREDENTIALS_MAX_AGE seconds (not per request)."""
