@@ -22,23 +22,19 @@ can do no more than the credentials that signed it.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from cryptography import x509
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from flashgate.configfile import ConfigError as ConfigError  # raised by load_settings
+from flashgate.configfile import load, validate
 from flashgate.delivery.identity import FLEET
 from flashgate.delivery.links import DEFAULT_TTL, MAX_TTL
 from flashgate.delivery.status import DEFAULT_MAX_DEVICES, DEFAULT_MAX_RELEASES
 from flashgate.s3 import S3Section
-
-
-class ConfigError(Exception):
-    """The configuration is missing, unreadable or invalid; the message says where."""
 
 
 class _Model(BaseModel):
@@ -106,12 +102,7 @@ def _load_cas(path: Path, where: str) -> list[x509.Certificate]:
 
 def settings_from(data: object) -> Settings:
     """Validate an already parsed document. Raises ConfigError."""
-    try:
-        config = DeliveryConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
-                             for e in exc.errors())
-        raise ConfigError(f"invalid configuration: {problems}") from None
+    config = validate(DeliveryConfig, data)
     cas = {fleet: [ca for i, path in enumerate(section.device_ca_files)
                    for ca in _load_cas(path, f"fleets.{fleet}.deviceCAFiles[{i}]")]
            for fleet, section in config.fleets.items()}
@@ -123,14 +114,4 @@ def settings_from(data: object) -> Settings:
 
 def load_settings(path: Path) -> Settings:
     """Read, parse (YAML, or JSON) and validate. Raises ConfigError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeError, ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping of settings")
-    try:
-        return settings_from(data)
-    except ConfigError as exc:
-        raise ConfigError(f"config {path}: {exc}") from None
+    return load(path, settings_from)

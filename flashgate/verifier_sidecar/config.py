@@ -39,32 +39,27 @@ read-only file (a ConfigMap mounted into the sidecar container) and never from a
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     IPvAnyNetwork,
-    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
+from flashgate.configfile import ConfigError as ConfigError  # raised by load_settings
+from flashgate.configfile import load, validate
 from flashgate.s3 import S3Section, S3Settings
 from flashgate.trust import Algorithm, KeyRecord, Policy, Tier, TrustError, spki_from_pem
 from flashgate.trust.keyring import root_key
 from flashgate.verifier_sidecar.fetch import FetchLimits, URLPolicy
 from flashgate.verifier_sidecar.slots import default_share
 from flashgate.verifier_sidecar.urlpolicy import ArtifactPrefixes, URLPrefix
-
-
-class ConfigError(Exception):
-    """The configuration file is missing, unreadable or invalid; the message says where."""
 
 
 class _Model(BaseModel):
@@ -209,12 +204,7 @@ def root_record(pem: str, algorithm: Algorithm, where: str) -> KeyRecord:
 
 def settings_from(data: object) -> Settings:
     """Validate an already parsed document. Raises ConfigError."""
-    try:
-        config = SidecarConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
-                             for e in exc.errors())
-        raise ConfigError(f"invalid configuration: {problems}") from None
+    config = validate(SidecarConfig, data)
     roots = [root_record(r.public_key, r.algorithm, f"roots[{i}]")
              for i, r in enumerate(config.roots)]
     for i, f in enumerate(config.root_files):
@@ -228,18 +218,4 @@ def settings_from(data: object) -> Settings:
 
 def load_settings(path: Path) -> Settings:
     """Read, parse (YAML, or JSON which YAML reads too) and validate. Raises ConfigError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: "
-                          f"{exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping of settings")
-    try:
-        return settings_from(data)
-    except ConfigError as exc:
-        raise ConfigError(f"config {path}: {exc}") from None
+    return load(path, settings_from)
