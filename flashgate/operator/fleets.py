@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from flashgate.api import RevocationList, SigningKeySpec
-from flashgate.operator.kube import JSON
-from flashgate.operator.runtime import object_key
+from flashgate.kube.client import JSON
+from flashgate.kube.runtime import object_key
 from flashgate.trust.keys import key_id, spki_from_pem
 from flashgate.trust.rotation import KeyPhase, KeyState, PhaseResult, fleet_phases
 from flashgate.trust.vocabulary import TrustError

@@ -23,18 +23,17 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import generate_latest
 
+from flashgate.api.published import BUNDLE_LABELS, KIND_LABEL, PUBLISHED_SELECTOR
+from flashgate.kube.client import CONFIGMAPS, JSON, Kube
+from flashgate.kube.runtime import Watch, WorkQueue, object_key, run_workers
 from flashgate.operator import webhook
 from flashgate.operator.channels import ChannelGuard
 from flashgate.operator.fleets import FleetView
 from flashgate.operator.keys import KeyKeeper
-from flashgate.operator.kube import JSON, Kube
 from flashgate.operator.metrics import Metrics, count
 from flashgate.operator.releases import ReleaseGate
-from flashgate.operator.runtime import Watch, WorkQueue, object_key, run_workers
 from flashgate.operator.store import (
-    CONFIGMAPS,
     FIRMWARE_RELEASES,
-    PUBLISHED_SELECTOR,
     REVOCATION_LISTS,
     SIGNING_KEYS,
     KubeStore,
@@ -144,7 +143,7 @@ class Operator:
     def on_published(self, event: str, obj: JSON) -> None:
         """A ConfigMap the operator publishes changed: a channel, or a fleet's trust bundle."""
         labels = (obj.get("metadata") or {}).get("labels") or {}
-        if labels.get("ota.flashgate.dev/kind") == "trust-bundle":
+        if labels.get(KIND_LABEL) == BUNDLE_LABELS[KIND_LABEL]:
             fleet, _ = object_key(obj)
             if event == "DELETED" or not self.keeper.store.wrote(fleet, object_key(obj)[1], obj):
                 self.fleets.add(fleet)  # someone else's hand: the keys' reconcile rewrites it

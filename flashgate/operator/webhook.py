@@ -23,9 +23,9 @@ from typing import Any
 
 from aiohttp import web
 
+from flashgate.kube.client import JSON, ApiError, Kube
 from flashgate.operator import admission
 from flashgate.operator.fleets import FleetView
-from flashgate.operator.kube import JSON, ApiError, Kube
 from flashgate.operator.store import VALIDATING_WEBHOOKS, Store
 
 log = logging.getLogger("flashgate.operator")

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flashgate.api import REVOCATION_LIST_NAME, RevocationList, RollbackFloor, rollback_floor_name
+from flashgate.api.published import channel_name
+from flashgate.kube.client import JSON, Resource
 from flashgate.operator.channels import ChannelGuard
 from flashgate.operator.fleets import FleetView
 from flashgate.operator.keys import KeyKeeper
-from flashgate.operator.kube import JSON, Resource
-from flashgate.operator.ledger import SEQUENCE_ANNOTATION, channel_name
+from flashgate.operator.ledger import SEQUENCE_ANNOTATION
 from flashgate.operator.metrics import Metrics
 from flashgate.operator.releases import ReleaseGate
 from flashgate.operator.store import (
@@ -229,6 +230,8 @@ class ScriptedVerifier:
     signers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # release -> keyIds
     rejections: dict[str, tuple[Reason, str]] = field(default_factory=dict)
     not_endorsed: set[str] = field(default_factory=set)  # keyIds
+    # spec.revocation envelopes that are not a root-signed revocation of their key -> why
+    forged_revocations: dict[str, str] = field(default_factory=dict)
     down: bool = False
     calls: int = 0
 
@@ -265,8 +268,12 @@ class ScriptedVerifier:
             raise VerifierUnavailable("connection refused")
         kid = key_id_of(request.spec.public_key)
         endorsed = kid not in self.not_endorsed
+        revocation = request.spec.revocation
+        forged = self.forged_revocations.get(revocation or "")
         return KeyVerdict(endorsed=endorsed, key_id=kid, message="scripted",
-                          reason=None if endorsed else Reason.UnknownKey)
+                          reason=None if endorsed else Reason.UnknownKey,
+                          revocation_verified=None if not revocation else forged is None,
+                          revocation_message=forged)
 
 
 def key_id_of(pem: str) -> str:
