@@ -4,10 +4,11 @@ Kubernetes API server, as the demo, the e2e tests and the benchmarks run them.
 `install(kubectl)` applies the CRDs, the admission policies and the operator's identity and RBAC
 (deploy/, and deploy/local for a locally registered webhook). `LocalGate` starts and stops the two
 processes: the sidecar with a configuration file it writes (roots, policy, file:// for tests), the
-operator authenticated only as its ServiceAccount, with a token from the API server's
-TokenRequest API, never with the admin's credentials: the policies and RBAC of deploy/ are what
-the processes run under. Each process gets SIGKILL if its parent dies (as hack/controlplane.py's
-do), so nothing outlives a killed test run.
+operator authenticated only as its ServiceAccount (deploy/'s flashgate-system/flashgate-operator,
+or another: `operator_namespace`, `operator_account`), with a token from the API server's
+TokenRequest API, never with the admin's credentials: the policies and RBAC of deploy/ (or of the
+Helm chart, in tests/chart) are what the processes run under. Each process gets SIGKILL if its
+parent dies (as hack/controlplane.py's do), so nothing outlives a killed test run.
 """
 from __future__ import annotations
 
@@ -103,6 +104,13 @@ class LocalGate:
     operator: subprocess.Popen[bytes] | None = None
     # Added to the sidecar's configuration at its next start (an s3 section, allowed hosts).
     sidecar_extra: dict[str, Any] = field(default_factory=dict)
+    # Whose token the operator runs with.
+    operator_namespace: str = OPERATOR_NAMESPACE
+    operator_account: str = OPERATOR_ACCOUNT
+    # Where the operator's webhook listens, and with which tls.crt, tls.key and ca.crt (None: a
+    # development certificate it makes for itself).
+    webhook_addr: str = "127.0.0.1"
+    webhook_cert_dir: Path | None = None
 
     @property
     def artifacts(self) -> Path:
@@ -143,7 +151,8 @@ class LocalGate:
                        failpoints: Sequence[str] = (), wait_ready: bool = True,
                        extra_args: Sequence[str] = ()) -> None:
         kubeconfig = token_kubeconfig(self.kubectl, self.kubeconfig,
-                                      self.workdir / "operator.kubeconfig")
+                                      self.workdir / "operator.kubeconfig",
+                                      self.operator_namespace, self.operator_account)
         scope = [a for n in namespaces for a in ("-n", n)] or ["--all-namespaces"]
         env = {"KUBECONFIG": str(kubeconfig)}
         if failpoints:
@@ -153,8 +162,9 @@ class LocalGate:
             "--verifier-url", f"http://127.0.0.1:{self.sidecar_port}",
             "--retry-max-delay", "2",
             "--metrics-addr", "127.0.0.1", "--metrics-port", str(self.metrics_port),
-            "--webhook-addr", "127.0.0.1", "--webhook-host", "127.0.0.1",
+            "--webhook-addr", self.webhook_addr, "--webhook-host", "127.0.0.1",
             "--webhook-port", str(self.webhook_port),
+            *(["--webhook-cert-dir", str(self.webhook_cert_dir)] if self.webhook_cert_dir else []),
             *(["--webhook-config-name", self.webhook_config] if register_webhook else []),
             *extra_args], env)
         log = self.workdir / "operator.log"
