@@ -45,7 +45,10 @@ def kubectl_run(kubectl: Path, kubeconfig: Path, *args: str, input: str | None =
 
 def install(kubectl: Path, kubeconfig: Path) -> None:
     """CRDs, admission policies, the operator's identity and RBAC (deploy/, deploy/local)."""
-    kubectl_run(kubectl, kubeconfig, "apply", "--server-side", "-f", str(REPO / "crds"))
+    # --force-conflicts: crds/ is what the API server must have, even where a Helm install of
+    # another chart version (tests/chart) wrote these CRDs last.
+    kubectl_run(kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
+                str(REPO / "crds"))
     kubectl_run(kubectl, kubeconfig, "wait", "--for=condition=established", "--timeout=60s",
                 "-f", str(REPO / "crds"))
     kubectl_run(kubectl, kubeconfig, "apply", "--server-side", "-f", str(REPO / "deploy"),
