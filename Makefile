@@ -1,4 +1,4 @@
-.PHONY: demo test setup crds chart deploy lint
+.PHONY: demo test setup crds chart deploy lint bench
 
 demo:   ## set everything up and show the gate at work, end to end
 	bash hack/demo.sh
@@ -17,3 +17,6 @@ chart:  ## the chart's CRD copies and values schema, and deploy/ rendered from t
 	.venv/bin/python hack/chart.py
 
 deploy: chart
+
+bench:  ## install what is needed, then the benchmarks: figures and charts in bench/results/
+	bash hack/bench.sh $(ARGS)
