@@ -5,11 +5,12 @@ processes against a Kubernetes API server, as the demo, the e2e tests and the be
 operator and the delivery service (deploy/, deploy/local for a locally registered webhook,
 deploy/delivery). `LocalGate` starts and stops the processes: the sidecar with a configuration
 file it writes (roots, policy, file:// for tests), the operator and the delivery service each
-authenticated only as its own ServiceAccount, with a token from the API server's TokenRequest
-API, never with the admin's credentials: the policies and RBAC of deploy/ are what the processes
-run under (the delivery service reads only the fleets bound to it with `bind_delivery`). Each
-process gets SIGKILL if its parent dies (as hack/controlplane.py's do), so nothing outlives a
-killed test run.
+authenticated only as its own ServiceAccount (the operator's: deploy/'s
+flashgate-system/flashgate-operator, or another: `operator_namespace`, `operator_account`), with a
+token from the API server's TokenRequest API, never with the admin's credentials: the policies
+and RBAC of deploy/ (or of the Helm chart, in tests/chart) are what the processes run under (the
+delivery service reads only the fleets bound to it with `bind_delivery`). Each process gets
+SIGKILL if its parent dies (as hack/controlplane.py's do), so nothing outlives a killed test run.
 """
 from __future__ import annotations
 
@@ -48,7 +49,10 @@ def kubectl_run(kubectl: Path, kubeconfig: Path, *args: str, input: str | None =
 def install(kubectl: Path, kubeconfig: Path) -> None:
     """CRDs, admission policies, the identities and RBAC of the operator and the delivery
     service (deploy/, deploy/local, deploy/delivery)."""
-    kubectl_run(kubectl, kubeconfig, "apply", "--server-side", "-f", str(REPO / "crds"))
+    # --force-conflicts: crds/ is what the API server must have, even where a Helm install of
+    # another chart version (tests/chart) wrote these CRDs last.
+    kubectl_run(kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
+                str(REPO / "crds"))
     kubectl_run(kubectl, kubeconfig, "wait", "--for=condition=established", "--timeout=60s",
                 "-f", str(REPO / "crds"))
     kubectl_run(kubectl, kubeconfig, "apply", "--server-side", "-f", str(REPO / "deploy"),
@@ -110,6 +114,13 @@ class LocalGate:
     delivery: subprocess.Popen[bytes] | None = None
     # Added to the sidecar's configuration at its next start (an s3 section, allowed hosts).
     sidecar_extra: dict[str, Any] = field(default_factory=dict)
+    # Whose token the operator runs with.
+    operator_namespace: str = OPERATOR_NAMESPACE
+    operator_account: str = OPERATOR_ACCOUNT
+    # Where the operator's webhook listens, and with which tls.crt, tls.key and ca.crt (None: a
+    # development certificate it makes for itself).
+    webhook_addr: str = "127.0.0.1"
+    webhook_cert_dir: Path | None = None
 
     @property
     def artifacts(self) -> Path:
@@ -150,7 +161,8 @@ class LocalGate:
                        failpoints: Sequence[str] = (), wait_ready: bool = True,
                        extra_args: Sequence[str] = ()) -> None:
         kubeconfig = token_kubeconfig(self.kubectl, self.kubeconfig,
-                                      self.workdir / "operator.kubeconfig")
+                                      self.workdir / "operator.kubeconfig",
+                                      self.operator_namespace, self.operator_account)
         scope = [a for n in namespaces for a in ("-n", n)] or ["--all-namespaces"]
         env = {"KUBECONFIG": str(kubeconfig)}
         if failpoints:
@@ -160,8 +172,9 @@ class LocalGate:
             "--verifier-url", f"http://127.0.0.1:{self.sidecar_port}",
             "--retry-max-delay", "2",
             "--metrics-addr", "127.0.0.1", "--metrics-port", str(self.metrics_port),
-            "--webhook-addr", "127.0.0.1", "--webhook-host", "127.0.0.1",
+            "--webhook-addr", self.webhook_addr, "--webhook-host", "127.0.0.1",
             "--webhook-port", str(self.webhook_port),
+            *(["--webhook-cert-dir", str(self.webhook_cert_dir)] if self.webhook_cert_dir else []),
             *(["--webhook-config-name", self.webhook_config] if register_webhook else []),
             *extra_args], env)
         log = self.workdir / "operator.log"

@@ -98,7 +98,9 @@ class SidecarConfig(_Model):
 
     roots: list[RootKey] = Field(default_factory=list)
     root_files: list[RootFile] = Field(default_factory=list)
-    thresholds: dict[Tier, int] = Field(default_factory=dict)
+    thresholds: dict[Tier, int] = Field(
+        default_factory=dict,  # the schema says what _thresholds checks (the chart's schema)
+        json_schema_extra={"additionalProperties": {"type": "integer", "minimum": 1}})
     max_security_version_jump: int = Field(default=100, ge=0)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     headers_timeout_seconds: float = Field(default=30.0, gt=0)
