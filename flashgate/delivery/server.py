@@ -53,6 +53,7 @@ from flashgate.delivery.status import MAX_STATUS_BYTES, DeviceStatus, StatusBook
 from flashgate.kube.client import CONFIGMAPS, Kube
 from flashgate.kube.runtime import Watch
 from flashgate.s3 import S3CredentialsError
+from flashgate.tlsreload import RELOAD_SECONDS, reloading
 
 log = logging.getLogger("flashgate.delivery")
 
@@ -434,14 +435,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _sites(service: Delivery, listen: tuple[str, int], ops: tuple[str, int]
-                 ) -> tuple[list[web.AppRunner], str, str]:
+async def sites(service: Delivery, listen: tuple[str, int], ops: tuple[str, int],
+                reload_every: float = RELOAD_SECONDS) -> tuple[list[web.AppRunner], str, str]:
+    """The device port (TLS, its certificate reloaded when renewed) and the ops port, serving;
+    their runners and URLs."""
     device_runner, ops_runner = runner(service), web.AppRunner(make_ops_app(service),
                                                                access_log=None)
+    context, tls = server_context(service.settings), service.settings.config.tls
+    # A renewed serving certificate (cert-manager rewrites its Secret) is served without a
+    # restart; the device CAs are read once (a new one restarts the pods: the chart's checksum).
+    device_runner.app.cleanup_ctx.append(reloading(context, tls.cert_file, tls.key_file,
+                                                   "the delivery service", reload_every))
     await device_runner.setup()
     await ops_runner.setup()
-    await web.TCPSite(device_runner, *listen, ssl_context=server_context(service.settings)
-                      ).start()
+    await web.TCPSite(device_runner, *listen, ssl_context=context).start()
     await web.TCPSite(ops_runner, *ops).start()
     device_at = "https://{}:{}".format(*device_runner.addresses[0][:2])
     ops_at = "http://{}:{}".format(*ops_runner.addresses[0][:2])
@@ -462,7 +469,7 @@ async def _watch(service: Delivery, kube: Kube, fleets: Iterable[str]) -> None:
 async def serve(service: Delivery, kube: Kube, listen: tuple[str, int],
                 ops: tuple[str, int]) -> None:
     """Run until SIGTERM or SIGINT."""
-    runners, device_at, ops_at = await _sites(service, listen, ops)
+    runners, device_at, ops_at = await sites(service, listen, ops)
     print(f"flashgate-delivery listening on {device_at} ops {ops_at}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from flashgate.api import FirmwareReleaseSpec
 from flashgate.api.published import BUNDLE_CONFIGMAP, BUNDLE_KEY, channel_name, document_key
 from flashgate.delivery.config import settings_from
 from flashgate.delivery.devcerts import DeviceCA, DeviceCert
-from flashgate.delivery.server import Delivery, make_ops_app, runner, server_context
+from flashgate.delivery.server import Delivery, sites
 from flashgate.operator.ledger import job_document
 from flashgate.operator.tls import make_serving_cert
+from flashgate.tlsreload import RELOAD_SECONDS
 
 from .client import DeviceClient, Reply, metric
 
@@ -88,20 +88,15 @@ class Running:
     pki: Pki
     port: int = 0
     ops_port: int = 0
+    reload_every: float = RELOAD_SECONDS
     _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
 
     def start(self) -> Running:
         ready = threading.Event()
 
         async def serve() -> None:
-            self.runners = [runner(self.service), web.AppRunner(make_ops_app(self.service))]
-            for each in self.runners:
-                await each.setup()
-            device = web.TCPSite(self.runners[0], "127.0.0.1", 0,
-                                 ssl_context=server_context(self.service.settings))
-            ops = web.TCPSite(self.runners[1], "127.0.0.1", 0)
-            await device.start()
-            await ops.start()
+            self.runners, _, _ = await sites(self.service, ("127.0.0.1", 0), ("127.0.0.1", 0),
+                                             self.reload_every)
             self.port = self.runners[0].addresses[0][1]
             self.ops_port = self.runners[1].addresses[0][1]
             ready.set()
@@ -164,10 +159,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(tmp_path_factory.mktemp("pki"))
 
 
-def start(pki: Pki, *, anonymous: bool = False, ready: bool = True, **config: Any) -> Running:
+def start(pki: Pki, *, anonymous: bool = False, ready: bool = True,
+          reload_every: float = RELOAD_SECONDS, **config: Any) -> Running:
     service = Delivery.make(settings_from(pki.config(**config)), anonymous=anonymous)
     service.ready = ready
-    return Running(service, pki).start()
+    return Running(service, pki, reload_every=reload_every).start()
 
 
 @pytest.fixture

@@ -3,14 +3,19 @@ get, caching, status reports, and every bad input refused with its 4xx and count
 from __future__ import annotations
 
 import json
+import socket
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from yarl import URL
 
 from flashgate.delivery.config import ConfigError, settings_from
+from flashgate.operator.tls import make_serving_cert
 
 from .conftest import (
     Pki,
@@ -362,3 +367,31 @@ def test_every_refusal_reason_is_documented() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "delivery.md").read_text()
     missing = [reason for reason in REFUSALS if f"`{reason}`" not in docs]
     assert not missing, f"docs/delivery.md does not explain {missing}"
+
+
+def _served_certificate(port: int) -> bytes:
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # only to look at it
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def test_a_renewed_serving_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
+    """cert-manager rewrites the Secret; the kubelet rewrites the mounted files in place."""
+    pki = Pki(tmp_path)
+    running = start(pki, reload_every=0.05)
+    try:
+        first = x509.load_pem_x509_certificate(pki.server_cert.read_bytes())
+        assert _served_certificate(running.port) == first.public_bytes(Encoding.DER)
+        renewed = make_serving_cert(("localhost", "127.0.0.1"))
+        renewed.write(pki.server_cert.parent)
+        wanted = x509.load_pem_x509_certificate(renewed.cert_pem).public_bytes(Encoding.DER)
+        deadline = time.monotonic() + 5
+        while _served_certificate(running.port) != wanted:
+            assert time.monotonic() < deadline, "the renewed certificate is not served"
+            time.sleep(0.05)
+    finally:
+        running.stop()
