@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
-# flashgate: one image for the operator, the verifier sidecar and the chart's certgen hook; the
-# Helm chart picks the command per container (flashgate-operator, flashgate-verifier,
-# flashgate-certgen). Why one image: docs/install.md.
+# flashgate: one image for the operator, the verifier sidecar, the delivery service and the
+# chart's certgen hook; the Helm chart picks the command per container (flashgate-operator,
+# flashgate-verifier, flashgate-delivery, flashgate-certgen). Why one image: docs/install.md.
 #
 #   docker build -t flashgate:0.1.0 .
 #

@@ -34,6 +34,10 @@ from controlplane import _set_parent_death_signal, free_port
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR_NAMESPACE, OPERATOR_ACCOUNT = "flashgate-system", "flashgate-operator"
 DELIVERY_ACCOUNT = "flashgate-delivery"
+# The delivery service's identity and ClusterRole, and after this line its per-fleet RoleBinding
+# as a commented example (hack/chart.py renders all of it from the Helm chart).
+DELIVERY_RBAC = REPO / "deploy" / "delivery" / "rbac.yaml"
+FLEET_BINDING_MARKER = "# fleet of a local run. FLEET stands for the fleet's namespace:\n#\n"
 
 
 def kubectl_run(kubectl: Path, kubeconfig: Path, *args: str, input: str | None = None,
@@ -57,6 +61,19 @@ def install(kubectl: Path, kubeconfig: Path) -> None:
                 "-f", str(REPO / "crds"))
     kubectl_run(kubectl, kubeconfig, "apply", "--server-side", "-f", str(REPO / "deploy"),
                 "-f", str(REPO / "deploy" / "local"), "-f", str(REPO / "deploy" / "delivery"))
+
+
+def delivery_binding(fleet: str) -> dict[str, Any]:
+    """The RoleBinding that lets the delivery service read the ConfigMaps of `fleet`: the
+    example in deploy/delivery/rbac.yaml (as the chart renders it per fleet), in `fleet`."""
+    _, marker, example = DELIVERY_RBAC.read_text().partition(FLEET_BINDING_MARKER)
+    if not marker:
+        raise RuntimeError(f"{DELIVERY_RBAC} has no per-fleet RoleBinding example: `make chart`")
+    binding = yaml.safe_load("\n".join(line.removeprefix("#").removeprefix(" ")
+                                       for line in example.splitlines()))
+    assert binding["kind"] == "RoleBinding" and binding["metadata"]["namespace"] == "FLEET"
+    binding["metadata"]["namespace"] = fleet
+    return dict(binding)
 
 
 def token_kubeconfig(kubectl: Path, kubeconfig: Path, path: Path,
@@ -193,17 +210,8 @@ class LocalGate:
     def bind_delivery(self, fleet: str) -> None:
         """Let the delivery service read the published ConfigMaps of `fleet`: the per-fleet
         RoleBinding of deploy/delivery/rbac.yaml."""
-        binding = {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": DELIVERY_ACCOUNT, "namespace": fleet,
-                         "labels": {"app.kubernetes.io/part-of": "flashgate",
-                                    "app.kubernetes.io/component": "delivery"}},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": DELIVERY_ACCOUNT},
-            "subjects": [{"kind": "ServiceAccount", "name": DELIVERY_ACCOUNT,
-                          "namespace": OPERATOR_NAMESPACE}]}
         kubectl_run(self.kubectl, self.kubeconfig, "apply", "-f", "-",
-                    input=yaml.safe_dump(binding))
+                    input=yaml.safe_dump(delivery_binding(fleet)))
 
     def delivery_kubeconfig(self) -> Path:
         """A kubeconfig with the delivery service's ServiceAccount token and nothing else."""

@@ -416,7 +416,7 @@ def _address(text: str, flag: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def _parser() -> argparse.ArgumentParser:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flashgate-delivery",
         description="flashgate delivery service: job documents, trust bundles and status "
@@ -487,7 +487,7 @@ async def serve(service: Delivery, kube: Kube, listen: tuple[str, int],
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point `flashgate-delivery`."""
-    args = _parser().parse_args(argv)
+    args = argument_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:

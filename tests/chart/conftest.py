@@ -3,15 +3,16 @@
 The chart is installed as release `flashgate` in namespace `flashgate-system`: the operator's
 identity is the one deploy/ (the chart's own rendering) gives the e2e tests. Cluster-wide objects
 exist once per cluster, so `chart_cluster` first takes out what a `kubectl apply -f deploy/` of
-this session put there (its RBAC and admission policies; not the namespace) and lets the chart
+this session put there (its RBAC and admission policies, the delivery service's identity; not
+the namespace) and lets the chart
 adopt the CRDs already applied (the way a platform moves a kubectl install to Helm: the two
 ownership annotations and the managed-by label). At the end it uninstalls the chart and applies
 deploy/ again, as the rest of the session expects.
 
 No kubelet runs here: objects are created, containers are not. Where a test needs what the
 kubelet would do, `materialize` writes a container's mounted ConfigMaps and Secrets into a
-directory (the test plays the kubelet, with the admin's credentials), and the processes run
-under the chart's ServiceAccount only (hack/localgate.py).
+directory (the test plays the kubelet, with the admin's credentials, or from a rendering), and the
+processes run under the chart's ServiceAccounts only (hack/localgate.py).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ CHART = REPO / "charts" / "flashgate"
 VALUES = Path(__file__).resolve().parent / "values"
 RELEASE, NAMESPACE = "flashgate", "flashgate-system"
 OPERATOR_ACCOUNT = "flashgate-operator"
-OPERATOR_USER = f"system:serviceaccount:{NAMESPACE}:{OPERATOR_ACCOUNT}"
+DELIVERY_ACCOUNT = "flashgate-delivery"
 # The namespaces the values files in values/ name as fleets.
 VALUES_FLEETS = ("chart-fleet-a", "chart-fleet-b")
 
@@ -97,8 +98,12 @@ def find(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
 
 
 def container(docs: list[Doc], name: str) -> Doc:
-    pod = find(docs, "Deployment")["spec"]["template"]["spec"]
-    return next(c for c in pod["containers"] if c["name"] == name)
+    """The container `name` of the rendering's Deployments (the operator's pod: operator and
+    verifier; the delivery service's: delivery)."""
+    found = [c for d in docs if d["kind"] == "Deployment"
+             for c in d["spec"]["template"]["spec"]["containers"] if c["name"] == name]
+    assert len(found) == 1, f"{len(found)} containers {name} in the rendering"
+    return found[0]
 
 
 @pytest.fixture(scope="session")
@@ -124,9 +129,12 @@ class ChartCluster:
             self.kube.kubectl("create", "namespace", name)
         return name
 
-    def as_operator(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        """kubectl impersonating the operator's ServiceAccount, with the groups its token has."""
-        return self.kube.kubectl(f"--as={OPERATOR_USER}", "--as-group=system:serviceaccounts",
+    def as_account(self, account: str, *args: str,
+                   check: bool = False) -> subprocess.CompletedProcess[str]:
+        """kubectl impersonating a ServiceAccount of the install namespace, with the groups its
+        token has."""
+        return self.kube.kubectl(f"--as=system:serviceaccount:{NAMESPACE}:{account}",
+                                 "--as-group=system:serviceaccounts",
                                  f"--as-group=system:serviceaccounts:{NAMESPACE}",
                                  "--as-group=system:authenticated", *args, check=check)
 
@@ -147,7 +155,8 @@ def chart_cluster(kube: Cluster, helm: Helm) -> Iterator[ChartCluster]:
     # A webhook certificate left by an earlier install (uninstall keeps it) is not this one's.
     kube.kubectl("delete", "secret", "-n", NAMESPACE, "flashgate-webhook-tls", "--ignore-not-found")
     # What a `kubectl apply -f deploy/` of this session put there, but the namespace.
-    local = _docs_of(*(REPO / "deploy").glob("*.yaml"), *(REPO / "deploy" / "local").glob("*.yaml"))
+    local = _docs_of(*(REPO / "deploy").glob("*.yaml"), *(REPO / "deploy" / "local").glob("*.yaml"),
+                     *(REPO / "deploy" / "delivery").glob("*.yaml"))
     kube.kubectl("delete", "--ignore-not-found", "-f", "-", input=yaml.safe_dump_all(
         [d for d in local if d["kind"] != "Namespace"]))
     # The chart adopts the CRDs if they are here already.
@@ -166,10 +175,34 @@ def chart_cluster(kube: Cluster, helm: Helm) -> Iterator[ChartCluster]:
     localgate.install(kube.kubectl_path, kube.kubeconfig)
 
 
-def materialize(kube: Cluster, pod: Doc, container_name: str, root: Path) -> Path:
+# Where a pod's ConfigMaps and Secrets come from: (kind "configmap" or "secret", name,
+# namespace) -> their data.
+Source = Callable[[str, str, str], dict[str, bytes]]
+
+
+def from_cluster(kube: Cluster) -> Source:
+    """Read them from the cluster (with the admin's credentials: the test plays the kubelet)."""
+    def read(kind: str, name: str, namespace: str) -> dict[str, bytes]:
+        obj = json.loads(kube.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout)
+        data = obj.get("data") or {}
+        return {k: v.encode() for k, v in data.items()} if kind == "configmap" \
+            else {k: base64.b64decode(v) for k, v in data.items()}
+    return read
+
+
+def from_rendering(docs: list[Doc], secrets: dict[str, dict[str, bytes]]) -> Source:
+    """ConfigMaps from a rendering, Secrets (which the chart does not render) given by name."""
+    def read(kind: str, name: str, namespace: str) -> dict[str, bytes]:
+        if kind == "secret":
+            return secrets[name]
+        return {k: v.encode() for k, v in find(docs, "ConfigMap", name)["data"].items()}
+    return read
+
+
+def materialize(source: Source, pod: Doc, container_name: str, root: Path) -> Path:
     """Write what the kubelet would mount into `container_name` (its ConfigMap and Secret
-    volumes, read from the cluster) under root/<mountPath>; returns root. Projected
-    ServiceAccount tokens are not written: the processes get a TokenRequest token instead."""
+    volumes, from `source`) under root/<mountPath>; returns root. Projected ServiceAccount
+    tokens are not written: the processes get a TokenRequest token instead."""
     namespace = pod["metadata"]["namespace"]
     spec = pod["spec"]
     volumes = {v["name"]: v for v in spec["volumes"]}
@@ -177,22 +210,26 @@ def materialize(kube: Cluster, pod: Doc, container_name: str, root: Path) -> Pat
     for mount in each.get("volumeMounts", []):
         volume = volumes[mount["name"]]
         if "configMap" in volume:
-            source = volume["configMap"]
-            kind, name = "configmap", source["name"]
+            volume_source = volume["configMap"]
+            data = source("configmap", volume_source["name"], namespace)
         elif "secret" in volume:
-            source = volume["secret"]
-            kind, name = "secret", source["secretName"]
+            volume_source = volume["secret"]
+            data = source("secret", volume_source["secretName"], namespace)
         else:
             continue
-        obj = json.loads(kube.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout)
-        data = {k: v.encode() for k, v in (obj.get("data") or {}).items()} if kind == "configmap" \
-            else {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
-        items = source.get("items") or [{"key": k, "path": k} for k in data]
+        items = volume_source.get("items") or [{"key": k, "path": k} for k in data]
         target = root / mount["mountPath"].lstrip("/")
         target.mkdir(parents=True, exist_ok=True)
         for item in items:
             (target / item["path"]).write_bytes(data[item["key"]])
     return root
+
+
+def pod_of(docs: list[Doc], deployment: str) -> Doc:
+    """The pod a Deployment of the rendering would make (its template, in the namespace)."""
+    found = find(docs, "Deployment", deployment)
+    return {"metadata": {"namespace": found["metadata"]["namespace"]},
+            "spec": found["spec"]["template"]["spec"]}
 
 
 def rebase(text: str, pod: Doc, container_name: str, root: Path) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .conftest import CHART, REPO, Helm, find
+from .conftest import CHART, REPO, VALUES, Helm
 
 
 def _stages(dockerfile: str) -> list[str]:
@@ -39,11 +39,12 @@ def test_the_build_context_makes_a_wheel_with_every_command_the_chart_runs(
         entry_points = next(n for n in archive.namelist() if n.endswith("entry_points.txt"))
         scripts = {line.split(" = ")[0] for line in archive.read(entry_points).decode().splitlines()
                    if " = " in line}
-    docs = helm.docs()
-    pods = [find(docs, "Deployment"), find(docs, "Job")]
+    docs = helm.docs("-f", VALUES / "delivery.yaml")
+    pods = [d for d in docs if d["kind"] in ("Deployment", "Job")]
     commands = {c["command"][0] for pod in pods for c in pod["spec"]["template"]["spec"]
                 ["containers"]}
-    assert commands == {"flashgate-operator", "flashgate-verifier", "flashgate-certgen"}
+    assert commands == {"flashgate-operator", "flashgate-verifier", "flashgate-certgen",
+                        "flashgate-delivery"}
     assert commands <= scripts, f"the wheel has no {commands - scripts}"
 
 
@@ -59,8 +60,10 @@ def test_the_final_stage_is_pinned_non_root_and_installs_only_the_wheels(helm: H
     for tool in ("apt-get", "gcc", "build-essential", "COPY . "):
         assert tool not in final, tool
     user = re.findall(r"^USER (\d+):(\d+)$", final, re.M)
-    pod = find(helm.docs(), "Deployment")["spec"]["template"]["spec"]["securityContext"]
-    assert user == [(str(pod["runAsUser"]), str(pod["runAsGroup"]))] and pod["runAsUser"] != 0
+    for pod in (d for d in helm.docs("-f", VALUES / "delivery.yaml") if d["kind"] == "Deployment"):
+        security = pod["spec"]["template"]["spec"]["securityContext"]
+        assert user == [(str(security["runAsUser"]), str(security["runAsGroup"]))]
+        assert security["runAsUser"] != 0
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     version = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M)
     assert version is not None and chart["appVersion"] == version.group(1), \

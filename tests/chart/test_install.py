@@ -2,8 +2,8 @@
 under the chart's identity only.
 
 One release for the module, in the order a platform meets it:
-1. the chart as first committed at version 0.1.0 (from git) is installed, objects are made,
-   and the release is upgraded to this chart: CRDs, floors, keys and releases are kept;
+1. the chart as last committed at the previous version (from git) is installed, objects are
+   made, and the release is upgraded to this chart: CRDs, floors, keys and releases are kept;
 2. the hooks Helm would run (`--no-hooks` here: no kubelet runs the Job) are played: the certgen
    Job's command runs as the certgen ServiceAccount, with its own token;
 3. the operator runs authenticated only as the chart's ServiceAccount (a TokenRequest token),
@@ -11,9 +11,12 @@ One release for the module, in the order a platform meets it:
    Secrets written where the pod mounts them), the API server calling the webhook through the
    chart's Service (an EndpointSlice points at the operator's address; no controller makes one
    here) and checking the certificate certgen made: the gate's main paths must work, so a verb
-   missing from the chart's RBAC fails this;
-4. what that identity must not do: `kubectl auth can-i` denials, and attempts with its token;
-5. Pod Security `restricted` on the install namespace: the Deployment's and the Job's pod
+   missing from the chart's RBAC fails this; and the delivery service runs as the chart's
+   delivery ServiceAccount, with the configuration and files the chart gives its pod: a device
+   gets a job document and downloads the signed bytes;
+4. what those identities must not do: `kubectl auth can-i` denials, and attempts with the
+   operator's token;
+5. Pod Security `restricted` on the install namespace: the Deployments' and the Job's pod
    templates accepted, one with the hardening taken out refused;
 6. an upgrade that changes nothing about the certificate; `helm uninstall` keeps CRDs and data.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -34,60 +38,85 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import localgate
 import pytest
 import s3server
 import yaml
 from localgate import kubectl_run, token_kubeconfig
 
+from flashgate.delivery.devcerts import DeviceCA
+from flashgate.delivery.server import argument_parser as delivery_arguments
+from flashgate.operator.tls import make_serving_cert
 from flashgate.signing.filekeys import KeySigner, generate
 from flashgate.trust import Algorithm
 
 from ..conftest import Cluster
+from ..delivery.client import DeviceClient
 from ..e2e.conftest import Fleet, GateSystem
+from ..e2e.delivery import BUCKET, Delivery, a_device_downloads_the_signed_bytes, read_only_files
 from ..e2e.test_gate import assert_rejected
 from ..verifier_sidecar.test_s3 import s3_server_for_tests
 from .conftest import (
     CHART,
+    DELIVERY_ACCOUNT,
     NAMESPACE,
     OPERATOR_ACCOUNT,
     REPO,
     ChartCluster,
     Doc,
+    container,
     find,
+    from_cluster,
     materialize,
+    pod_of,
     rebase,
     values_file,
 )
 
 pytestmark = pytest.mark.e2e
 
-BUCKET = "fleet-firmware"
-PREVIOUS = "0.1.0"
+# The chart version before this one: the upgrade starts there.
+PREVIOUS = "0.2.0"
+CURRENT = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
 SECURITY_TEAM = ("--as=security-officer", "--as-group=system:masters",
                  "--as-group=flashgate:security-team")
 
 
-def previous_chart(directory: Path) -> Path:
-    """The chart as first committed at version 0.1.0, from git."""
-    log = subprocess.run(["git", "-C", str(REPO), "log", "--reverse", "--format=%H", "--",
-                          "charts/flashgate/Chart.yaml"], capture_output=True, text=True)
+def chart_versions() -> dict[str, str]:
+    """Commit -> the chart's version there, for each commit that changed charts/flashgate,
+    newest first (from git: the upgrade test needs the history, not a shallow clone)."""
+    log = subprocess.run(["git", "-C", str(REPO), "log", "--format=%H", "--",
+                          "charts/flashgate"], capture_output=True, text=True)
     assert log.returncode == 0, f"git log needs the repository's history: {log.stderr}"
-    for commit in log.stdout.split():
-        shown = subprocess.run(["git", "-C", str(REPO), "show",
-                                f"{commit}:charts/flashgate/Chart.yaml"],
-                               capture_output=True, text=True, check=True).stdout
-        if yaml.safe_load(shown)["version"] == PREVIOUS:
-            archive = subprocess.run(["git", "-C", str(REPO), "archive", commit,
-                                      "charts/flashgate"], capture_output=True, check=True)
-            with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
-                tar.extractall(directory, filter="data")
-            return directory / "charts" / "flashgate"
-    raise AssertionError(f"no commit has charts/flashgate at version {PREVIOUS} (a shallow "
-                         "clone? the upgrade test needs the history)")
+    return {commit: yaml.safe_load(subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{commit}:charts/flashgate/Chart.yaml"],
+        capture_output=True, text=True, check=True).stdout)["version"]
+        for commit in log.stdout.split()}
+
+
+def previous_chart(directory: Path) -> Path:
+    """The chart as last committed at version PREVIOUS, from git."""
+    commit = next((c for c, v in chart_versions().items() if v == PREVIOUS), None)
+    assert commit is not None, f"no commit has charts/flashgate at version {PREVIOUS}"
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "charts/flashgate"],
+                             capture_output=True, check=True)
+    with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
+        tar.extractall(directory, filter="data")
+    return directory / "charts" / "flashgate"
 
 
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split("-")[0].split("."))
+
+
+def test_the_chart_version_is_above_the_previous_one() -> None:
+    """Every change to the chart raises its version (PREVIOUS is the newest other version in
+    the history, and this one is above every version there but its own)."""
+    others = {v for v in chart_versions().values() if v != CURRENT}
+    assert _version(CURRENT) > _version(PREVIOUS), \
+        f"the chart changed since {PREVIOUS}: raise its version in charts/flashgate/Chart.yaml"
+    assert max(others, key=_version) == PREVIOUS, \
+        f"PREVIOUS should be {max(others, key=_version)}, the version before {CURRENT}"
 
 
 def host_address() -> str:
@@ -116,7 +145,8 @@ class ChartGate(GateSystem):
         self.pod = pod
 
     def sidecar_config(self) -> Path:
-        mounted = materialize(self.kube, self.pod, "verifier", self.workdir / "verifier-pod")
+        mounted = materialize(from_cluster(self.kube), self.pod, "verifier",
+                              self.workdir / "verifier-pod")
         verifier = next(c for c in self.pod["spec"]["containers"] if c["name"] == "verifier")
         config = next(a for a in verifier["args"] if a.startswith("--config="))
         text = Path(rebase(config.removeprefix("--config="), self.pod, "verifier",
@@ -137,6 +167,8 @@ class Installed:
     crd_uids: dict[str, str]
     gate: ChartGate
     s3: s3server.S3Server
+    device_cas: dict[str, DeviceCA]
+    delivery_ca: Path  # what devices pin: the CA of the delivery service's certificate
     hook_log: str = ""
 
     @property
@@ -191,7 +223,7 @@ def s3_release(fleet: Fleet, s3: s3server.S3Server, name: str, signers: list[Key
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[s3server.S3Server]:
-    for server in s3_server_for_tests():
+    for server in s3_server_for_tests(iam=True):  # with a read-only account for delivery
         server.create_bucket(BUCKET)
         yield server
 
@@ -211,22 +243,38 @@ def installed(chart_cluster: ChartCluster, s3: s3server.S3Server,
                           f"--from-file=secret-access-key={s3.secret_access_key_file}",
                           "--dry-run=client", "-o", "json").stdout
     kube.kubectl("apply", "-f", "-", input=secret)
+    # The delivery service's: read-only S3 credentials and its serving certificate.
+    presigner = read_only_files(s3, workdir / "presigner")
+    kube.kubectl("apply", "-f", "-", input=kube.kubectl(
+        "create", "secret", "generic", "firmware-presigner", "-n", NAMESPACE,
+        f"--from-file=access-key-id={presigner['accessKeyIdFile']}",
+        f"--from-file=secret-access-key={presigner['secretAccessKeyFile']}",
+        "--dry-run=client", "-o", "json").stdout)
+    delivery_ca, cert, key = make_serving_cert(("127.0.0.1", "localhost")).write(
+        workdir / "delivery-tls")
+    kube.kubectl("apply", "-f", "-", input=kube.kubectl(
+        "create", "secret", "tls", "flashgate-delivery-tls", "-n", NAMESPACE, f"--cert={cert}",
+        f"--key={key}", "--dry-run=client", "-o", "json").stdout)
+    device_cas = {fleet: DeviceCA(f"{fleet} devices") for fleet in fleets}
     roots = [{"publicKey": root.public_pem, "algorithm": str(root.algorithm)}]
+    s3_endpoint = {"endpoint": f"https://localhost:{s3.port}", "region": "us-east-1"}
     values = values_file(workdir, {
         "fleets": list(fleets),
+        "delivery": {
+            "enabled": True, "port": free_port(), "opsPort": free_port(),
+            "fleets": {fleet: {"deviceCA": ca.cert_pem.decode()}
+                       for fleet, ca in device_cas.items()},
+            "config": {"s3": s3_endpoint},
+            "s3Credentials": {"secretName": "firmware-presigner"}},
         "operator": {"metricsPort": free_port(), "webhookPort": free_port()},
         "verifier": {
             "port": free_port(), "metricsPort": free_port(),
             "config": {"roots": roots, "thresholds": {"bootloader": 2},
-                       "allowedHosts": ["localhost"],
-                       "s3": {"endpoint": f"https://localhost:{s3.port}",
-                              "region": "us-east-1"}},
+                       "allowedHosts": ["localhost"], "s3": s3_endpoint},
             "extraCA": s3.ca_file.read_text(),
             "s3Credentials": {"secretName": "firmware-reader"}}})
     # 1. The previous version, and objects made under it.
     previous = previous_chart(workdir / "previous")
-    assert _version(yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]) > \
-        _version(PREVIOUS), "the chart's version must go up with each change"
     first = values_file(workdir, {"fleets": list(fleets), "verifier": {"config": {"roots": roots}}},
                         "previous-values.yaml")
     helm.run("install", "flashgate", previous, "-n", NAMESPACE, "--no-hooks", "-f", first)
@@ -252,19 +300,19 @@ def installed(chart_cluster: ChartCluster, s3: s3server.S3Server,
         before[meta["name"]] = json.loads(kube.kubectl(
             "get", doc["kind"], meta["name"], "-n", meta["namespace"], "-o", "json").stdout)
     # 2. This chart, its hooks played.
-    installed = Installed(chart_cluster, fleets, outsider, values, [], before, crd_uids, gate, s3)
+    installed = Installed(chart_cluster, fleets, outsider, values, [], before, crd_uids, gate, s3,
+                          device_cas, delivery_ca)
     installed.upgrade()
     installed.play_hooks()
     # 3. The pod as local processes; the webhook Service routed to the operator.
-    deployment = find(installed.docs, "Deployment")
-    gate.pod.update({"metadata": {"namespace": NAMESPACE},
-                     "spec": deployment["spec"]["template"]["spec"]})
+    gate.pod.update(pod_of(installed.docs, "flashgate"))
     plan = yaml.safe_load(values.read_text())
     gate.sidecar_port = plan["verifier"]["port"]
     gate.metrics_port = plan["operator"]["metricsPort"]
     gate.webhook_port = plan["operator"]["webhookPort"]
     gate.webhook_addr = host_address()
-    gate.webhook_cert_dir = materialize(kube, gate.pod, "operator", workdir / "operator-pod") \
+    gate.webhook_cert_dir = materialize(from_cluster(kube), gate.pod, "operator",
+                                        workdir / "operator-pod") \
         / "etc/flashgate/webhook-tls"
     service = find(installed.docs, "Service", "flashgate-webhook")
     kube.kubectl("apply", "-f", "-", input=json.dumps({
@@ -322,8 +370,7 @@ def test_an_upgrade_from_the_previous_version_keeps_crds_floors_keys_and_release
             (old["metadata"]["uid"], old["metadata"]["resourceVersion"]), name
     history = json.loads(installed.cluster.helm.run("history", "flashgate", "-n", NAMESPACE,
                                                     "-o", "json").stdout)
-    assert [h["chart"] for h in history] == \
-        [f"flashgate-{PREVIOUS}", f"flashgate-{find(installed.docs, 'Deployment')['metadata']['labels']['helm.sh/chart'].removeprefix('flashgate-')}"]
+    assert [h["chart"] for h in history] == [f"flashgate-{PREVIOUS}", f"flashgate-{CURRENT}"]
     assert "made a new certificate" in installed.hook_log
 
 
@@ -369,23 +416,65 @@ def test_the_gate_works_as_the_charts_serviceaccount(installed: Installed,
         "phase"] == "Published"
 
 
-# ---- 4. what the chart's identity must not do ---------------------------------------------------
+@pytest.fixture(scope="module")
+def delivery(installed: Installed, gate: ChartGate) -> Iterator[Delivery]:
+    """The delivery service as the chart's pod runs it: its rendered configuration, with the
+    ConfigMaps and Secrets the pod mounts written where it mounts them, authenticated only as
+    the chart's delivery ServiceAccount (a TokenRequest token)."""
+    pod = pod_of(installed.docs, "flashgate-delivery")
+    assert pod["spec"]["serviceAccountName"] == DELIVERY_ACCOUNT == localgate.DELIVERY_ACCOUNT
+    root = materialize(from_cluster(installed.kube), pod, "delivery",
+                      gate.workdir / "delivery-pod")
+    args = delivery_arguments().parse_args(container(installed.docs, "delivery")["args"])
+    config = rebase((root / str(args.config).lstrip("/")).read_text(), pod, "delivery", root)
+    gate.start_delivery(yaml.safe_load(config))
+    try:
+        yield Delivery(gate, installed.s3, {ns: Fleet(gate, ns) for ns in installed.fleets},
+                       installed.device_cas, DeviceClient("127.0.0.1", gate.delivery_port,
+                                                          installed.delivery_ca,
+                                                          gate.workdir / "devices"))
+    finally:
+        gate.stop_delivery()
 
 
-def can_i(cluster: ChartCluster, verb: str, resource: str, namespace: str | None,
-          subresource: str | None = None) -> bool:
+def test_the_delivery_service_serves_devices_as_the_charts_serviceaccount(
+        delivery: Delivery) -> None:
+    for fleet in delivery.fleets.values():  # the chart bound it in both fleets
+        a_device_downloads_the_signed_bytes(delivery, fleet, f"delivered-{fleet.namespace[-8:]}",
+                                            "gw-dl", os.urandom(100_000))
+
+
+# ---- 4. what the chart's identities must not do -------------------------------------------------
+
+
+# (verb, resource, namespace: None cluster-scoped, "" every namespace, subresource)
+Question = tuple[str, str, str | None, str | None]
+
+
+def can_i(cluster: ChartCluster, account: str, question: Question) -> bool:
+    verb, resource, namespace, subresource = question
     scope = ["-n", namespace] if namespace else ["--all-namespaces"] if namespace == "" else []
     sub = [f"--subresource={subresource}"] if subresource else []
-    result = cluster.as_operator("auth", "can-i", verb, resource, *scope, *sub)
+    result = cluster.as_account(account, "auth", "can-i", verb, resource, *scope, *sub)
     assert result.stdout.strip() in ("yes", "no"), result.stderr
     return result.stdout.strip() == "yes"
+
+
+def assert_rights(cluster: ChartCluster, account: str, may: list[Question],
+                  must_not: list[Question]) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        answers = dict(zip(must_not + may, pool.map(lambda q: can_i(cluster, account, q),
+                                                     must_not + may), strict=True))
+    allowed = [q for q in must_not if answers[q]]
+    assert not allowed, f"the chart's ServiceAccount {account} may {allowed}"
+    denied = [q for q in may if not answers[q]]
+    assert not denied, f"the chart's ServiceAccount {account} may not {denied}"
 
 
 def test_what_the_charts_identity_may_and_may_not_do(installed: Installed) -> None:
     a, b = installed.fleets
     other = installed.outsider
-    # (verb, resource, namespace: None cluster-scoped, "" every namespace, subresource)
-    must_not = [
+    must_not: list[Question] = [
         ("get", "secrets", NAMESPACE, None), ("list", "secrets", a, None),
         ("watch", "secrets", b, None), ("list", "secrets", "", None),
         ("delete", "rollbackfloors", a, None), ("delete", "revocationlists", a, None),
@@ -408,19 +497,38 @@ def test_what_the_charts_identity_may_and_may_not_do(installed: Installed) -> No
         ("impersonate", "users", None, None), ("impersonate", "groups", None, None),
         ("impersonate", "serviceaccounts", NAMESPACE, None), ("list", "namespaces", None, None),
     ]
-    may = [
+    may: list[Question] = [
         ("watch", "firmwarereleases", a, None), ("patch", "firmwarereleases", a, "status"),
         ("update", "signingkeys", b, "status"), ("create", "rollbackfloors", a, None),
         ("update", "rollbackfloors", b, "status"), ("create", "revocationlists", b, None),
         ("create", "configmaps", a, None), ("create", "events", b, None),
     ]
-    with ThreadPoolExecutor(4) as pool:
-        answers = dict(zip(must_not + may, pool.map(lambda c: can_i(installed.cluster, *c),
-                                                     must_not + may), strict=True))
-    allowed = [c for c in must_not if answers[c]]
-    assert not allowed, f"the chart's ServiceAccount may {allowed}"
-    denied = [c for c in may if not answers[c]]
-    assert not denied, f"the chart's ServiceAccount may not {denied}"
+    assert_rights(installed.cluster, OPERATOR_ACCOUNT, may, must_not)
+
+
+def test_the_delivery_service_may_only_read_configmaps_in_its_fleets(
+        installed: Installed) -> None:
+    a, b = installed.fleets
+    may: list[Question] = [(verb, "configmaps", fleet, None)
+                           for verb in ("get", "list", "watch") for fleet in (a, b)]
+    must_not: list[Question] = [
+        *[(verb, "configmaps", fleet, None) for fleet in (a, b)
+          for verb in ("create", "update", "patch", "delete", "deletecollection")],
+        ("get", "configmaps", installed.outsider, None),
+        ("list", "configmaps", NAMESPACE, None), ("list", "configmaps", "", None),
+        ("watch", "configmaps", "", None), ("get", "configmaps", "kube-system", None),
+        *[(verb, "secrets", ns, None) for verb in ("get", "list", "watch")
+          for ns in (a, NAMESPACE, "")],
+        *[(verb, kind, a, None) for verb in ("get", "list", "watch")
+          for kind in ("firmwarereleases", "signingkeys", "rollbackfloors", "revocationlists")],
+        ("patch", "firmwarereleases", a, "status"), ("list", "firmwarereleases", "", None),
+        ("create", "events", a, None), ("list", "pods", a, None), ("create", "pods", a, "exec"),
+        ("create", "serviceaccounts", NAMESPACE, "token"), ("get", "leases", NAMESPACE, None),
+        ("list", "namespaces", None, None), ("create", "rolebindings", a, None),
+        ("bind", "clusterroles", None, None), ("impersonate", "serviceaccounts", NAMESPACE, None),
+        ("patch", "validatingwebhookconfigurations", None, None),
+    ]
+    assert_rights(installed.cluster, DELIVERY_ACCOUNT, may, must_not)
 
 
 def test_attempts_with_the_charts_token_are_refused(installed: Installed, gate: ChartGate) -> None:
@@ -470,7 +578,8 @@ def test_restricted_pod_security_accepts_the_pods_and_refuses_them_weakened(
     kube.kubectl("label", "--overwrite", "namespace", NAMESPACE,
                  "pod-security.kubernetes.io/enforce=restricted",
                  "pod-security.kubernetes.io/enforce-version=latest")
-    templates = {"operator-pod": find(installed.docs, "Deployment")["spec"]["template"]["spec"],
+    templates = {"operator-pod": pod_of(installed.docs, "flashgate")["spec"],
+                 "delivery-pod": pod_of(installed.docs, "flashgate-delivery")["spec"],
                  "certgen-pod": find(installed.docs, "Job")["spec"]["template"]["spec"]}
     for name, spec in templates.items():
         result = kube.kubectl("create", "--dry-run=server", "-f", "-",

@@ -9,87 +9,40 @@ own credentials cannot write anything.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
-import ssl
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pytest
-import s3server
 
-from flashgate.delivery.devcerts import DeviceCA, DeviceCert
+from flashgate.delivery.devcerts import DeviceCA
 from flashgate.operator.tls import make_serving_cert
 from flashgate.trust import (
     CT_REVOCATION,
-    KeyRing,
-    Policy,
-    ReleaseManifest,
     Revocation,
-    Tier,
     TrustError,
     endorsed_record,
     sign1,
-    verify_release,
     verify_revocation,
 )
 from flashgate.trust.keyring import root_key
 
-from ..delivery.client import DeviceClient, Reply, metric
+from ..delivery.client import DeviceClient, metric
 from ..verifier_sidecar.test_s3 import s3_server_for_tests
 from .conftest import Fleet, GateSystem
+from .delivery import (
+    BUCKET,
+    Delivery,
+    a_device_downloads_the_signed_bytes,
+    read_only_files,
+)
 
 pytestmark = pytest.mark.e2e
 
-BUCKET = "fleet-firmware"
 TTL = 3  # seconds a presigned URL lives here (the default is 15 minutes)
-
-
-@dataclass
-class Delivery:
-    system: GateSystem
-    s3: s3server.S3Server
-    fleets: dict[str, Fleet]
-    cas: dict[str, DeviceCA]
-    client: DeviceClient
-
-    def device(self, fleet: Fleet, name: str) -> DeviceCert:
-        return self.cas[fleet.namespace].issue(fleet.namespace, name)
-
-    def until(self, path: str, cert: DeviceCert, ready: Any, timeout: float = 20) -> Reply:
-        """GET path until `ready(reply)` (what the operator published reaches the service by
-        its watch)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            reply = self.client.get(path, cert)
-            if ready(reply) or time.monotonic() > deadline:
-                return reply
-            time.sleep(0.2)
-
-    def download(self, url: str) -> bytes:
-        context = ssl.create_default_context(cafile=str(self.s3.ca_file))
-        with urllib.request.urlopen(url, context=context, timeout=10) as response:
-            return bytes(response.read())
-
-    def ops(self, path: str) -> str:
-        url = f"http://127.0.0.1:{self.system.delivery_ops_port}{path}"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return str(response.read().decode())
-
-
-def read_only_files(server: s3server.S3Server, directory: Path) -> dict[str, str]:
-    access, secret = server.read_only_user(BUCKET)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "access-key-id").write_text(access + "\n")
-    (directory / "secret-access-key").write_text(secret + "\n")
-    return {"accessKeyIdFile": str(directory / "access-key-id"),
-            "secretAccessKeyFile": str(directory / "secret-access-key")}
 
 
 @pytest.fixture(scope="module")
@@ -132,52 +85,11 @@ def fleet_of(delivery: Delivery, index: int) -> Fleet:
     return list(delivery.fleets.values())[index]
 
 
-def publish_s3_release(delivery: Delivery, fleet: Fleet, name: str, product: str,
-                       data: bytes) -> tuple[Any, ReleaseManifest]:
-    """A release of `data` at s3://BUCKET/..., signed by a fresh application key; Published."""
-    app = fleet.signing_key(f"app-{name}", "application")
-    key = f"{fleet.namespace}/{name}.bin"
-    delivery.s3.put_object(BUCKET, key, data)
-    doc = fleet.release_doc(name, [app], data=data, product=product)
-    doc["spec"]["artifact"]["url"] = f"s3://{BUCKET}/{key}"
-    fleet.apply(doc)
-    status = fleet.wait_phase("firmwarerelease", name, {"Published", "Rejected"})["status"]
-    assert status["phase"] == "Published", status
-    manifest = ReleaseManifest(
-        fleet=fleet.namespace, product=product, tier=Tier.APPLICATION, version="1.0.0",
-        security_version=1, artifact_name=f"{name}.bin", artifact_size=len(data),
-        artifact_sha256=hashlib.sha256(data).digest())
-    return app, manifest
-
-
 def test_a_device_downloads_exactly_the_signed_bytes(delivery: Delivery) -> None:
     fleet = fleet_of(delivery, 0)
     data = os.urandom(300_000)
-    _, manifest = publish_s3_release(delivery, fleet, "app-1", "gw-dl", data)
-    device = delivery.device(fleet, "dev-0001")
-    path = f"/v1/fleets/{fleet.namespace}/channels/gw-dl/stable/jobs/application"
-    reply = delivery.until(path, device, lambda r: r.status == 200)
-    assert reply.status == 200, reply.body
-    job = reply.json()
-    # The published document, with only the artifact URL replaced.
-    published = json.loads(json.loads(fleet.kubectl(
-        "get", "configmap", "channel.gw-dl.stable", "-o", "json").stdout)["data"]
-        ["application.json"])
-    url = job["artifact"].pop("url")
-    assert published["artifact"].pop("url") == f"s3://{BUCKET}/{fleet.namespace}/app-1.bin"
-    assert job == published
-    assert url.startswith(f"https://localhost:{delivery.s3.port}/{BUCKET}/")
-    assert "X-Amz-Expires=3&" in url and "X-Amz-Signature=" in url
-    # What the device does: verify before downloading, with keys from the trust bundle.
-    bundle = delivery.until(f"/v1/fleets/{fleet.namespace}/trust-bundle", device,
-                            lambda r: r.status == 200).json()
-    keyring = device_keyring(delivery, fleet, bundle)
-    verdict = verify_release(job["signatures"], manifest, keyring, Policy(), None,
-                             int(time.time()))
-    assert verdict.accepted, verdict.message
-    image = delivery.download(url)
-    assert hashlib.sha256(image).hexdigest() == job["artifact"]["sha256"]
-    assert image == data and len(image) == job["artifact"]["size"]
+    url = a_device_downloads_the_signed_bytes(delivery, fleet, "app-1", "gw-dl", data)
+    assert "X-Amz-Expires=3&" in url
     # The same URL, after its TTL: refused by the S3 server. Another object: refused at once.
     other = url.replace(f"/{fleet.namespace}/app-1.bin", f"/{fleet.namespace}/other.bin")
     delivery.s3.put_object(BUCKET, f"{fleet.namespace}/other.bin", b"not for this URL")
@@ -189,21 +101,12 @@ def test_a_device_downloads_exactly_the_signed_bytes(delivery: Delivery) -> None
         delivery.download(url)
     assert expired.value.code == 403 and b"expired" in expired.value.read().lower()
     # Asking again gives a fresh URL that works.
+    device = delivery.device(fleet, "dev-0001")
+    path = f"/v1/fleets/{fleet.namespace}/channels/gw-dl/stable/jobs/application"
     fresh = delivery.client.get(path, device).json()["artifact"]["url"]
     assert fresh != url and delivery.download(fresh) == data
     assert metric(delivery.ops("/metrics"), "flashgate_delivery_presigned_urls_total",
                   fleet=fleet.namespace) >= 2
-
-
-def device_keyring(delivery: Delivery, fleet: Fleet, bundle: dict[str, Any]) -> KeyRing:
-    """A device's trust store from a bundle: each entry verified against the pinned root."""
-    root = delivery.system.root
-    roots = [root_key(root.spki_der, root.algorithm)]
-    revoked = {verify_revocation(e, fleet.namespace, roots).key_id.hex()
-               for e in bundle["revocations"]}
-    records = [endorsed_record(e, fleet.namespace, roots)
-               for envelopes in bundle["endorsements"].values() for e in envelopes]
-    return KeyRing([*roots, *(replace(r, revoked=r.key_id in revoked) for r in records)])
 
 
 def test_the_trust_bundle_verifies_entry_by_entry_with_the_fleet_root(delivery: Delivery

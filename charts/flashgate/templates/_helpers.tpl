@@ -88,3 +88,130 @@ fsGroup: 65532
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* A ServiceAccount token for one container (the pod mounts none): a projected volume with the
+files the Kubernetes client's in-cluster loader reads (token, ca.crt, namespace); mount it at
+/var/run/secrets/kubernetes.io/serviceaccount. */}}
+{{- define "flashgate.kubeAPIAccessVolume" -}}
+- name: kube-api-access
+  projected:
+    defaultMode: 0440
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: 3607
+      - configMap:
+          name: kube-root-ca.crt
+          items:
+            - key: ca.crt
+              path: ca.crt
+      - downwardAPI:
+          items:
+            - path: namespace
+              fieldRef:
+                apiVersion: v1
+                fieldPath: metadata.namespace
+{{- end -}}
+
+{{/* Read-only object-storage credentials from a Secret (an s3Credentials value), as the files
+access-key-id, secret-access-key and session-token of volume `s3-credentials`. */}}
+{{- define "flashgate.s3CredentialsVolume" -}}
+- name: s3-credentials
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 0440
+    items:
+      - {key: {{ .accessKeyIdKey }}, path: access-key-id}
+      - {key: {{ .secretAccessKeyKey }}, path: secret-access-key}
+      {{- if .sessionTokenKey }}
+      - {key: {{ .sessionTokenKey }}, path: session-token}
+      {{- end }}
+{{- end -}}
+
+{{/* Point the s3 section of a configuration (dict "config" C "credentials" an s3Credentials
+value "dir" mount path) at the credential files of that volume, when both are set. */}}
+{{- define "flashgate.s3CredentialFiles" -}}
+{{- if and .config.s3 .credentials.secretName -}}
+{{- $s3 := .config.s3 -}}
+{{- $_ := set $s3 "accessKeyIdFile" (printf "%s/access-key-id" .dir) -}}
+{{- $_ := set $s3 "secretAccessKeyFile" (printf "%s/secret-access-key" .dir) -}}
+{{- if .credentials.sessionTokenKey -}}
+{{- $_ := set $s3 "sessionTokenFile" (printf "%s/session-token" .dir) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ---- the delivery service (delivery.enabled) ---- */}}
+
+{{/* <fullname>-delivery, short enough for every suffix the delivery objects add. */}}
+{{- define "flashgate.delivery.fullname" -}}
+{{- printf "%s-delivery" (include "flashgate.fullname" . | trunc 43 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* Its own application name, so that no selector of the operator's pod matches its pods. */}}
+{{- define "flashgate.delivery.selectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-delivery" (include "flashgate.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Its objects' labels (each adds app.kubernetes.io/component). */}}
+{{- define "flashgate.delivery.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "flashgate.delivery.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: flashgate
+{{- end -}}
+
+{{- define "flashgate.delivery.serviceAccountName" -}}
+{{- default (include "flashgate.delivery.fullname" .) .Values.delivery.serviceAccount.name -}}
+{{- end -}}
+
+{{/* The Secret with its TLS serving certificate (tls.crt, tls.key): cert-manager's or yours. */}}
+{{- define "flashgate.delivery.tlsSecret" -}}
+{{- default (printf "%s-tls" (include "flashgate.delivery.fullname" .)) .Values.delivery.tls.secretName -}}
+{{- end -}}
+
+{{/* What a values file can get wrong about the delivery service that the schema cannot see. */}}
+{{- define "flashgate.delivery.check" -}}
+{{- $d := .Values.delivery -}}
+{{- if not $d.fleets -}}
+{{- fail "delivery.enabled: list the fleets it serves in delivery.fleets, each with its device CA: {<namespace>: {deviceCA: <PEM>}}" -}}
+{{- end -}}
+{{- if not (include "flashgate.allNamespaces" .) -}}
+{{- range $fleet, $_ := $d.fleets -}}
+{{- if not (has $fleet $.Values.fleets) -}}
+{{- fail (printf "delivery.fleets.%s: not one of the fleets the chart serves (fleets: %s); the operator publishes nothing there" $fleet (join ", " $.Values.fleets)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $d.tls.certManager.enabled -}}
+{{- if not $d.tls.certManager.issuerRef -}}
+{{- fail "delivery.tls.certManager.issuerRef: name the issuer whose CA your devices trust (a self-signed issuer's CA would change with the chart's installs)" -}}
+{{- end -}}
+{{- if not $d.tls.certManager.dnsNames -}}
+{{- fail "delivery.tls.certManager.dnsNames: the names devices reach the service by" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A pod's affinity (dict "affinity" the value "replicas" its replicas "selectorLabels" its
+selector labels): the value when set, else with more than one replica a preference for
+different nodes. */}}
+{{- define "flashgate.affinity" -}}
+{{- if .affinity }}
+affinity:
+  {{- toYaml .affinity | nindent 2 }}
+{{- else if gt (int .replicas) 1 }}
+affinity:
+  # Replicas on different nodes when the scheduler can.
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- .selectorLabels | nindent 14 }}
+{{- end }}
+{{- end -}}
