@@ -153,6 +153,8 @@ class ReleaseGate:
         self._retries.pop((release.fleet, release.name), None)
         if self.metrics is not None:
             self.metrics.verification_seconds.labels(str(spec.tier)).observe(verdict.seconds)
+        if verdict.accepted and verdict.size:
+            self.metrics.verified_bytes.labels(release.fleet, str(spec.tier)).inc(verdict.size)
         if not verdict.accepted:
             await self._reject(release, Reason(verdict.reason or Reason.SignatureInvalid),
                                verdict.message)
@@ -339,10 +341,13 @@ class ReleaseGate:
         call = asyncio.ensure_future(self.verifier.verify_release(request))
         try:
             done, _ = await asyncio.wait({call}, timeout=VERIFYING_AFTER)
-            if not done:
+            if not done:  # the slow path only: a quick verdict costs no write for this
+                message = ("verifying: signatures, rollback floor and artifact (fetched and "
+                           "hashed by the verifier sidecar)")
                 await self._status(release.obj, release.generation, phase="Verifying",
-                                   reason=None, message="verifying: signatures, rollback floor "
-                                   "and artifact (fetched and hashed by the verifier sidecar)")
+                                   reason=None, message=message)
+                await self.store.announce(release.obj, f"verifying.{release.generation}",
+                                          "Normal", "Verifying", message)
             return await call
         except VerifierUnavailable as error:
             self.metrics.verifier_unavailable.labels("release").inc()
