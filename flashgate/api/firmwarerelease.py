@@ -350,6 +350,7 @@ class FirmwareRelease(Resource):
                           "Why the release was refused or withdrawn."),
             PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
         ),
+        selectable_fields=(".status.phase", ".status.reason", ".spec.tier", ".spec.product"),
     )
 
     api_version: str = Field(default=API_VERSION, description="ota.flashgate.dev/v1alpha1")

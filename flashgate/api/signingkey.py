@@ -357,12 +357,13 @@ class SigningKey(Resource):
             PrinterColumn("KeyID", "string", ".status.keyId",
                           "SHA-256 of the key's SubjectPublicKeyInfo.", priority=1),
             PrinterColumn("Until", "date", ".status.trustedUntil",
-                          "When the key stops being trusted.", priority=1),
+                          "When the key stops being trusted."),
             PrinterColumn("Ready", "string", '.status.conditions[?(@.type=="Ready")].status',
                           "Whether the key is the Active signer of its tier.", priority=1),
             PrinterColumn("Reason", "string", ".status.reason", "Why the key is in its phase."),
             PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
         ),
+        selectable_fields=(".status.phase", ".spec.tier"),
     )
 
     api_version: str = Field(default=API_VERSION, description="ota.flashgate.dev/v1alpha1")

@@ -191,3 +191,21 @@ def test_the_probe_says_whether_the_real_sidecar_answers(tmp_path: Path) -> None
         assert await probe_once(f"http://127.0.0.1:{free_port()}") == 0
 
     asyncio.run(scenario())
+
+
+def test_docs_metrics_md_describes_exactly_what_is_exported() -> None:
+    import re
+
+    from flashgate.operator.fleets import FleetView
+    from flashgate.verifier_sidecar.metrics import Metrics as SidecarMetrics
+
+    operator = Metrics()
+    operator.watch(dict, dict)
+    operator.collect_with(FleetGauges(FleetView(), lambda: NOW))
+    exported = set()
+    for text in (generate_latest(operator.registry).decode(), SidecarMetrics().render().decode()):
+        exported |= {line.split()[2] for line in text.splitlines()
+                     if line.startswith("# HELP ") and not line.split()[2].endswith("_created")}
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^### `(flashgate_[a-z_]+)`", docs, re.MULTILINE))
+    assert documented == exported
