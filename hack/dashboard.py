@@ -265,8 +265,8 @@ def picture(out: Path, minutes: float) -> None:
 
 
 def _scenario(fleets: Sequence[Any], minutes: float) -> None:
-    """Keys and releases over `minutes`: mostly published, some tampered (HashMismatch), rolled
-    back (RollbackRejected) or signed by another tier's key, one key revoked half way."""
+    """Keys and releases over `minutes`: mostly published, some tampered (HashMismatch), cut
+    short (SizeMismatch) or missing (ArtifactUnavailable), one key revoked half way."""
     keys = {}
     for fleet in fleets:
         keys[fleet.namespace] = {
@@ -283,18 +283,15 @@ def _scenario(fleets: Sequence[Any], minutes: float) -> None:
             tier = ("application", "config", "os")[round_ % 3]
             name = f"r{round_}-{tier}"
             version = round_ + 1
-            if round_ % 4 == 0:  # the bytes at the URL are not the bytes that were signed
-                doc = fleet.release_doc(name, [ring[tier]], tier=tier, security_version=version,
-                                        served=b"tampered image " * 900)
-            elif round_ % 5 == 0:  # below the floor
-                doc = fleet.release_doc(name, [ring[tier]], tier=tier, security_version=0)
-            elif round_ % 7 == n:  # signed with another tier's key
-                doc = fleet.release_doc(name, [ring["config" if tier != "config" else "os"]],
-                                        tier=tier, security_version=version)
-            else:
-                doc = fleet.release_doc(name, [ring[tier]], tier=tier, security_version=version,
-                                        data=b"firmware image %d " % round_ * (4000 * (n + 1)))
-            fleet.apply(doc)
+            data = b"firmware image %d " % round_ * (4000 * (n + 1))
+            doc = fleet.release_doc(name, [ring[tier]], tier=tier, security_version=version,
+                                    data=data,
+                                    # The bytes at the URL are not those that were signed.
+                                    served=(data.upper() if round_ % 4 == 0 else
+                                            data[:-10] if round_ % 5 == 0 else None))
+            if round_ % 7 == n:  # nothing at the URL
+                (fleet.system.artifacts / fleet.namespace / f"{name}.bin").unlink()
+            fleet.apply(doc, check=False)
         if not revoked and time.monotonic() > deadline - minutes * 30:
             fleets[0].kubectl("patch", "signingkey", "cfg", "--type=merge",
                               "-p", '{"spec": {"revoked": true}}')

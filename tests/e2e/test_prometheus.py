@@ -14,6 +14,8 @@ from promserver import PrometheusServer
 
 from .conftest import Fleet, GateSystem
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def prometheus(gate_system: GateSystem, tmp_path: Path) -> Any:
