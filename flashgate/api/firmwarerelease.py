@@ -1,13 +1,12 @@
 """FirmwareRelease: a firmware build asking to be published to a fleet."""
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import ConfigDict, Field, field_validator
 
 from flashgate.api.schema import (
     _DNS_LABEL_WORDS,
     _OBSERVED_GENERATION,
-    API_VERSION,
     ARTIFACT_NAME_PATTERN,
     ARTIFACT_URL_PATTERN,
     DEFAULT_CHANNEL,
@@ -353,9 +352,6 @@ class FirmwareRelease(Resource):
         selectable_fields=(".status.phase", ".status.reason", ".spec.tier", ".spec.product"),
     )
 
-    api_version: str = Field(default=API_VERSION, description="ota.flashgate.dev/v1alpha1")
-    kind: str = Field(default="FirmwareRelease", description="FirmwareRelease")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
     spec: FirmwareReleaseSpec = Field(
         description=(
             "The release as signed. Immutable: the API server refuses any edit, so a new build "

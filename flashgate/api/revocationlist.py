@@ -1,12 +1,11 @@
 """RevocationList: the keys revoked in a fleet, for good, whatever happens to their SigningKeys."""
 
 import re
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import ConfigDict, Field, field_validator
 
 from flashgate.api.schema import (
-    API_VERSION,
     BASE64_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
     MAX_ENVELOPE_BASE64,
@@ -139,9 +138,6 @@ class RevocationList(Resource):
         ),
     )
 
-    api_version: str = Field(default=API_VERSION, description="ota.flashgate.dev/v1alpha1")
-    kind: str = Field(default="RevocationList", description="RevocationList")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
     spec: RevocationListSpec = Field(
         default_factory=RevocationListSpec,
         description="The revoked keys of the fleet.",

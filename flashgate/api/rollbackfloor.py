@@ -1,13 +1,12 @@
 """RollbackFloor: the anti-rollback floor of one product and tier of a fleet."""
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import ConfigDict, Field
 
 from flashgate.api.schema import (
     _DNS_LABEL_WORDS,
     _OBSERVED_GENERATION,
-    API_VERSION,
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
     MAX_DOCUMENT_CHARS,
@@ -200,9 +199,6 @@ class RollbackFloor(Resource):
         ),
     )
 
-    api_version: str = Field(default=API_VERSION, description="ota.flashgate.dev/v1alpha1")
-    kind: str = Field(default="RollbackFloor", description="RollbackFloor")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
     spec: RollbackFloorSpec = Field(
         description=(
             "The product, tier (both immutable) and the floor itself, which only goes up."

@@ -1,13 +1,12 @@
 """SigningKey: a public key the fleet root endorsed for one tier of a fleet."""
 
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import ConfigDict, Field
 
 from flashgate.api.schema import (
     _OBSERVED_GENERATION,
-    API_VERSION,
     BASE64_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
     MAX_ENVELOPE_BASE64,
@@ -366,9 +365,6 @@ class SigningKey(Resource):
         selectable_fields=(".status.phase", ".spec.tier"),
     )
 
-    api_version: str = Field(default=API_VERSION, description="ota.flashgate.dev/v1alpha1")
-    kind: str = Field(default="SigningKey", description="SigningKey")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
     spec: SigningKeySpec = Field(
         description=(
             "The key: its tier, algorithm and public key (immutable), validity, the root's "

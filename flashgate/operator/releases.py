@@ -39,7 +39,12 @@ from pydantic import ValidationError
 
 from flashgate.api import FirmwareReleaseSpec, Publication, RollbackFloor, rollback_floor_name
 from flashgate.operator import ledger
-from flashgate.operator.conditions import condition, merge_conditions, release_conditions
+from flashgate.operator.conditions import (
+    condition,
+    merge_conditions,
+    parse_conditions,
+    release_conditions,
+)
 from flashgate.operator.failpoints import failpoint
 from flashgate.operator.fleets import FINAL_PHASES, FleetView
 from flashgate.operator.kube import JSON
@@ -49,7 +54,7 @@ from flashgate.operator.store import FIRMWARE_RELEASES, Store
 from flashgate.trust.fleet import signer_key_ids
 from flashgate.trust.vocabulary import Reason
 from flashgate.verifier_api.client import VerifierUnavailable
-from flashgate.verifier_api.models import ReleaseRequest, ReleaseVerdict
+from flashgate.verifier_api.models import ReleaseProgress, ReleaseRequest, ReleaseVerdict
 
 log = logging.getLogger("flashgate.operator")
 
@@ -60,10 +65,14 @@ VERIFYING_AFTER = 3.0
 """A verification that takes longer than this is shown as Verifying (a quick one is not: that
 status write would cost more than the whole verification, and under load it would add a write to
 every release just when writes are scarcest)."""
+PROGRESS_EVERY = 15.0
+"""How often a long wait's Verifying message is brought up to date (if it changed)."""
 
 
 class Verifier(Protocol):
     async def verify_release(self, request: ReleaseRequest) -> ReleaseVerdict: ...
+
+    async def progress(self, fleet: str, name: str) -> ReleaseProgress: ...
 
 
 @dataclass(frozen=True)
@@ -82,17 +91,6 @@ class Release:
     @property
     def subject(self) -> str:
         return f"{self.spec.product}/{self.spec.tier}"
-
-
-def _conditions(status: Mapping[str, Any]) -> list[Any]:
-    from flashgate.api import Condition
-    found = []
-    for raw in status.get("conditions") or ():
-        try:
-            found.append(Condition.model_validate(raw))
-        except ValidationError:
-            continue
-    return found
 
 
 @dataclass
@@ -340,15 +338,22 @@ class ReleaseGate:
                 release.fleet, now, signer_key_ids(release.spec.signatures))]})
         call = asyncio.ensure_future(self.verifier.verify_release(request))
         try:
-            done, _ = await asyncio.wait({call}, timeout=VERIFYING_AFTER)
-            if not done:  # the slow path only: a quick verdict costs no write for this
-                message = ("verifying: signatures, rollback floor and artifact (fetched and "
-                           "hashed by the verifier sidecar)")
-                await self._status(release.obj, release.generation, phase="Verifying",
-                                   reason=None, message=message)
-                await self.store.announce(release.obj, f"verifying.{release.generation}",
-                                          "Normal", "Verifying", message)
-            return await call
+            shown, wait = "", VERIFYING_AFTER
+            while True:
+                done, _ = await asyncio.wait({call}, timeout=wait)
+                if done:
+                    return await call
+                # A long wait says where it stands, rather than a silent Verifying.
+                message = await self._progress(release)
+                if message != shown:
+                    await self._status(release.obj, release.generation, phase="Verifying",
+                                       reason=None, message=message)
+                    if not shown:  # the slow path only: a quick verdict costs no write for it
+                        await self.store.announce(release.obj,
+                                                  f"verifying.{release.generation}", "Normal",
+                                                  "Verifying", message)
+                    shown = message
+                wait = PROGRESS_EVERY
         except VerifierUnavailable as error:
             self.metrics.verifier_unavailable.labels("release").inc()
             message = f"verifier sidecar unavailable, nothing published; retrying: {error}"
@@ -359,6 +364,21 @@ class ReleaseGate:
         finally:
             if not call.done():
                 call.cancel()
+
+    async def _progress(self, release: Release) -> str:
+        """What the release is waiting for, in words (from the sidecar's download slots)."""
+        base = "verifying: signatures, rollback floor and artifact"
+        try:
+            progress = await self.verifier.progress(release.fleet, release.name)
+        except VerifierUnavailable:
+            return base
+        if progress.state == "queued":
+            return (f"{base}: queued behind {progress.ahead} download(s) of this fleet "
+                    f"({progress.active} running in all)")
+        if progress.state == "fetching":
+            return (f"{base}: downloading, {progress.bytes_read} of "
+                    f"{release.spec.artifact.size} bytes")
+        return base
 
     def _backoff(self, release: Release) -> float:
         key = (release.fleet, release.name)
@@ -440,13 +460,13 @@ class ReleaseGate:
         message = redact_text(message)
         if phase == "Withdrawn":
             ready = condition("Ready", False, str(Reason.KeyRevoked), message, generation, now)
-            conditions = merge_conditions(_conditions(status), [ready])
+            conditions = merge_conditions(parse_conditions(status), [ready])
         elif phase == "Verifying":
-            conditions = merge_conditions(_conditions(status), [
+            conditions = merge_conditions(parse_conditions(status), [
                 condition(c, None, "Verifying", message, generation, now)
                 for c in ("SignatureVerified", "RollbackChecked", "IntegrityVerified", "Ready")])
         else:
-            conditions = merge_conditions(_conditions(status), release_conditions(
+            conditions = merge_conditions(parse_conditions(status), release_conditions(
                 reason, message, phase == "Published", generation, now))
         body: dict[str, Any] = {
             "phase": phase, "reason": str(reason) if reason else None, "message": message,

@@ -128,13 +128,17 @@ class KubeStore:
 
     # ---- releases and keys ----------------------------------------------------------------
 
-    async def get_release(self, fleet: str, name: str) -> JSON | None:
+    async def _get(self, resource: Resource, fleet: str, name: str) -> JSON | None:
+        """The object, or None when there is none."""
         try:
-            return await self.kube.get(FIRMWARE_RELEASES, fleet, name)
+            return await self.kube.get(resource, fleet, name)
         except ApiError as error:
             if error.not_found:
                 return None
             raise
+
+    async def get_release(self, fleet: str, name: str) -> JSON | None:
+        return await self._get(FIRMWARE_RELEASES, fleet, name)
 
     async def patch_status(self, resource: Resource, fleet: str, name: str, status: JSON,
                            resource_version: str | None = None) -> JSON | None:
@@ -151,12 +155,7 @@ class KubeStore:
     # ---- rollback floors and their ledgers ------------------------------------------------
 
     async def _read_floor(self, fleet: str, name: str) -> JSON | None:
-        try:
-            return await self.kube.get(ROLLBACK_FLOORS, fleet, name)
-        except ApiError as error:
-            if error.not_found:
-                return None
-            raise
+        return await self._get(ROLLBACK_FLOORS, fleet, name)
 
     async def get_floor(self, fleet: str, product: str, tier: str) -> RollbackFloor | None:
         raw = await self._read_floor(fleet, rollback_floor_name(product, tier))
@@ -219,12 +218,7 @@ class KubeStore:
                                update: ChannelUpdate) -> bool:
         labels = {**MANAGED_BY, **labels}
         for _ in range(_CONFLICT_RETRIES):
-            try:
-                cm: JSON | None = await self.kube.get(CONFIGMAPS, fleet, name)
-            except ApiError as error:
-                if not error.not_found:
-                    raise
-                cm = None
+            cm = await self._get(CONFIGMAPS, fleet, name)
             data = dict((cm or {}).get("data") or {})
             new = update(data)
             metadata = dict((cm or {}).get("metadata") or {})
@@ -260,13 +254,8 @@ class KubeStore:
     # ---- revocations ------------------------------------------------------------------------
 
     async def get_revocations(self, fleet: str) -> RevocationList | None:
-        try:
-            raw = await self.kube.get(REVOCATION_LISTS, fleet, REVOCATION_LIST_NAME)
-        except ApiError as error:
-            if error.not_found:
-                return None
-            raise
-        return RevocationList.model_validate(raw)
+        raw = await self._get(REVOCATION_LISTS, fleet, REVOCATION_LIST_NAME)
+        return RevocationList.model_validate(raw) if raw is not None else None
 
     async def update_revocations(self, fleet: str, update: RevocationUpdate) -> None:
         for _ in range(_CONFLICT_RETRIES):

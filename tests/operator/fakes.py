@@ -42,7 +42,13 @@ from flashgate.trust import Algorithm
 from flashgate.trust.cose import CT_RELEASE, sign1
 from flashgate.trust.vocabulary import Reason, format_time
 from flashgate.verifier_api.client import VerifierUnavailable
-from flashgate.verifier_api.models import KeyRequest, KeyVerdict, ReleaseRequest, ReleaseVerdict
+from flashgate.verifier_api.models import (
+    KeyRequest,
+    KeyVerdict,
+    ReleaseProgress,
+    ReleaseRequest,
+    ReleaseVerdict,
+)
 
 NOW = 1_790_000_000
 Point = Callable[[str], Awaitable[None]]
@@ -239,6 +245,9 @@ class ScriptedVerifier:
         return ReleaseVerdict(verdict="accepted", reason=None, message="ok",
                               key_ids=list(self.signers.get(request.name, ())),
                               sha256=spec.artifact.sha256, size=spec.artifact.size)
+
+    async def progress(self, fleet: str, name: str) -> ReleaseProgress:
+        return ReleaseProgress(state="unknown")
 
     async def verify_key(self, request: KeyRequest) -> KeyVerdict:
         if self.down:
