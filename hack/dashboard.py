@@ -102,7 +102,7 @@ def fmt(value: float, unit: str) -> str:
 
 def _timeseries(series: list[tuple[str, list[tuple[float, float]]]], unit: str, w: int,
                 h: int, start: float, end: float) -> str:
-    left, top, right, bottom = 70, 8, 10, 22 + 16 * ((len(series) + 1) // 2)
+    left, top, right, bottom = 70, 8, 28, 22 + 16 * ((len(series) + 1) // 2)
     plot_w, plot_h = w - left - right, max(h - top - bottom, 20)
     values = [v for _, points in series for _, v in points if not math.isnan(v)]
     high = max(values, default=1.0)
