@@ -55,8 +55,13 @@ def test_kubectl_tells_a_rejection_and_lists_the_fleet(fleet: Fleet) -> None:
     assert bad_row[1:4] == ["Rejected", "application", "gw-3000"] and "HashMismatch" in bad_row
     (key_row,) = [r for r in rows if r and r[0].endswith("/app")]
     assert key_row[1:3] == ["Active", "application"]
-    every = fleet.kube.kubectl("get", "flashgate", "-A").stdout
-    assert f"{fleet.namespace}   firmwarerelease.ota.flashgate.dev/fw-bad" in every
+    every = [line.split() for line in
+             fleet.kube.kubectl("get", "flashgate", "-A").stdout.splitlines()]
+    assert [fleet.namespace, "firmwarerelease.ota.flashgate.dev/fw-bad", "Rejected"] in \
+        [row[:3] for row in every]
+    until = fleet.get("signingkey", "app")["status"]["trustedUntil"]  # when it ends, not <invalid>
+    assert [fleet.namespace, "signingkey.ota.flashgate.dev/app", "Active", "application",
+            until] in [row[:5] for row in every]
 
     # The API server filters by phase, tier and reason (the alerts' and runbooks' commands).
     def selected(selector: str) -> list[str]:
