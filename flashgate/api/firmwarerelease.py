@@ -7,6 +7,7 @@ from pydantic import ConfigDict, Field, field_validator
 from flashgate.api.schema import (
     _DNS_LABEL_WORDS,
     _OBSERVED_GENERATION,
+    AGE_COLUMN,
     ARTIFACT_NAME_PATTERN,
     ARTIFACT_URL_PATTERN,
     DEFAULT_CHANNEL,
@@ -347,7 +348,7 @@ class FirmwareRelease(Resource):
                           "Whether the release is published.", priority=1),
             PrinterColumn("Reason", "string", ".status.reason",
                           "Why the release was refused or withdrawn."),
-            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+            AGE_COLUMN,
         ),
         selectable_fields=(".status.phase", ".status.reason", ".spec.tier", ".spec.product"),
     )

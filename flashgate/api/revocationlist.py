@@ -6,13 +6,13 @@ from typing import ClassVar
 from pydantic import ConfigDict, Field, field_validator
 
 from flashgate.api.schema import (
+    AGE_COLUMN,
     BASE64_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
     MAX_ENVELOPE_BASE64,
     PEM_PUBLIC_KEY_PATTERN,
     SHA256_HEX_PATTERN,
     CRDNames,
-    PrinterColumn,
     Resource,
     Timestamp,
     _cel,
@@ -134,7 +134,7 @@ class RevocationList(Resource):
         singular="revocationlist",
         short_names=("rvl",),
         printer_columns=(
-            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+            AGE_COLUMN,
         ),
     )
 

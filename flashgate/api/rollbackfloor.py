@@ -7,6 +7,7 @@ from pydantic import ConfigDict, Field
 from flashgate.api.schema import (
     _DNS_LABEL_WORDS,
     _OBSERVED_GENERATION,
+    AGE_COLUMN,
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
     MAX_DOCUMENT_CHARS,
@@ -195,7 +196,7 @@ class RollbackFloor(Resource):
                           "The lowest securityVersion a new release may carry."),
             PrinterColumn("RaisedBy", "string", ".status.lastRaisedBy",
                           "The release that last raised the floor.", priority=1),
-            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+            AGE_COLUMN,
         ),
     )
 

@@ -117,6 +117,10 @@ class PrinterColumn:
     priority: int = 0
 
 
+AGE_COLUMN = PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation.")
+"""The last column of every kind, as kubectl shows it for built-in kinds."""
+
+
 @dataclass(frozen=True)
 class CRDNames:
     """How a kind is served: its names, categories and printer columns."""

@@ -7,6 +7,7 @@ from pydantic import ConfigDict, Field
 
 from flashgate.api.schema import (
     _OBSERVED_GENERATION,
+    AGE_COLUMN,
     BASE64_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
     MAX_ENVELOPE_BASE64,
@@ -362,7 +363,7 @@ class SigningKey(Resource):
             PrinterColumn("Ready", "string", '.status.conditions[?(@.type=="Ready")].status',
                           "Whether the key is the Active signer of its tier.", priority=1),
             PrinterColumn("Reason", "string", ".status.reason", "Why the key is in its phase."),
-            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+            AGE_COLUMN,
         ),
         selectable_fields=(".status.phase", ".spec.tier"),
     )

@@ -197,8 +197,8 @@ class ReleaseGate:
         spec = release.spec
         if entry.withdrawn_at is None:
             current = ledger.head(floor, spec.channel)
-            if current is not None and current.sequence == entry.sequence and entry.document:
-                await self._write_channel(release, floor, entry)
+            if current is not None and current.sequence == entry.sequence:
+                await self._write_channel(release, entry)
             failpoint("after-channel-write")
             # Invariant 4, the second time: fresh from the API server, after the write.
             record = await self.store.get_revocations(release.fleet)
@@ -231,25 +231,19 @@ class ReleaseGate:
                                "publishedTo": where})
         return None
 
-    async def _write_channel(self, release: Release, floor: RollbackFloor,
-                             entry: Publication) -> None:
+    async def _write_channel(self, release: Release, entry: Publication) -> None:
         """Invariant 6: put the job document in the channel unless a newer publication of this
-        product and tier already replaced it there."""
-        spec, tier_key = release.spec, f"{release.spec.tier}.json"
-        document = entry.document
-        assert document is not None
+        product and tier is there already: the ConfigMap carries the ledger sequence of each
+        document it holds, and it is read-modify-written, so whatever order concurrent
+        publications reach it in, the newest stays."""
+        spec, tier = release.spec, str(release.spec.tier)
+        document = entry.document or ledger.job_document(  # too large to keep in the ledger
+            fleet=release.fleet, name=release.name, spec=spec, published_at=entry.published_at)
 
-        def update(data: Mapping[str, str]) -> Mapping[str, str] | None:
-            present = data.get(tier_key)
-            if present == document:
-                return None
-            there = ledger.document_fields(present or "{}").get("release")
-            newer = [p for p in ledger.publications(floor)
-                     if p.release == there and p.channel == spec.channel
-                     and p.sequence > entry.sequence]
-            if newer:
-                return None
-            return {**data, tier_key: document}
+        def update(content: ledger.ChannelContent) -> ledger.ChannelContent | None:
+            if content.sequences.get(tier, 0) >= entry.sequence:
+                return None  # this publication, or a newer one, is there
+            return content.with_document(tier, document, entry.sequence)
 
         if await self.store.update_channel(release.fleet, spec.product, spec.channel, update):
             self.metrics.channel_writes.labels(release.fleet).inc()
@@ -299,30 +293,30 @@ class ReleaseGate:
 
     async def _remove_document(self, fleet: str, floor: RollbackFloor,
                                entry: Publication) -> None:
-        tier_key = f"{floor.spec.tier}.json"
+        tier = str(floor.spec.tier)
 
-        def update(data: Mapping[str, str]) -> Mapping[str, str] | None:
-            there = ledger.document_fields(data.get(tier_key, "{}"))
+        def update(content: ledger.ChannelContent) -> ledger.ChannelContent | None:
+            there = ledger.document_fields(content.documents.get(f"{tier}.json", "{}"))
             if there.get("release") != entry.release:
                 return None
-            return {k: v for k, v in data.items() if k != tier_key}
+            return content.without(tier)
 
         await self.store.update_channel(fleet, floor.spec.product, entry.channel, update)
 
     async def _scrub_channel(self, fleet: str, cm: JSON, key_ids: AbstractSet[str]) -> None:
-        from flashgate.operator.channels import signer_key_ids
-        labels = (cm.get("metadata") or {}).get("labels") or {}
-        product, channel = labels.get("ota.flashgate.dev/product"), \
-            labels.get("ota.flashgate.dev/channel")
-        if not product or not channel:
+        from flashgate.operator.channels import parse_channel_name, signer_key_ids
+        parsed = parse_channel_name(str((cm.get("metadata") or {}).get("name")))
+        if parsed is None:
             return
 
-        def update(data: Mapping[str, str]) -> Mapping[str, str] | None:
-            keep = {k: v for k, v in data.items()
-                    if key_ids.isdisjoint(signer_key_ids(v))}
-            return keep if len(keep) != len(data) else None
+        def update(content: ledger.ChannelContent) -> ledger.ChannelContent | None:
+            signed = [key.removesuffix(".json") for key, text in content.documents.items()
+                      if not key_ids.isdisjoint(signer_key_ids(text))]
+            for tier in signed:
+                content = content.without(tier)
+            return content if signed else None
 
-        await self.store.update_channel(fleet, product, channel, update)
+        await self.store.update_channel(fleet, *parsed, update)
 
     # ---- verification ---------------------------------------------------------------------
 
