@@ -249,6 +249,8 @@ def crd(model: type[Resource]) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}} if "status" in model.model_fields else {},
                     "additionalPrinterColumns": columns,
+                    **({"selectableFields": [{"jsonPath": f} for f in names.selectable_fields]}
+                       if names.selectable_fields else {}),
                     "schema": {"openAPIV3Schema": openapi_schema(model)},
                 }
             ],

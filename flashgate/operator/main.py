@@ -31,10 +31,12 @@ from flashgate.operator.channels import ChannelGuard
 from flashgate.operator.fleets import FleetView
 from flashgate.operator.keys import KeyKeeper
 from flashgate.operator.metrics import Metrics, count
+from flashgate.operator.monitoring import FleetGauges, probe_verifier
 from flashgate.operator.releases import ReleaseGate
 from flashgate.operator.store import (
     FIRMWARE_RELEASES,
     REVOCATION_LISTS,
+    ROLLBACK_FLOORS,
     SIGNING_KEYS,
     KubeStore,
 )
@@ -169,7 +171,7 @@ class Operator:
     def watches(self) -> list[Watch]:
         handlers: list[tuple[object, Callable[[str, JSON], None], str | None]] = [
             (SIGNING_KEYS, self.on_key, None), (REVOCATION_LISTS, self.on_revocations, None),
-            (FIRMWARE_RELEASES, self.on_release, None),
+            (FIRMWARE_RELEASES, self.on_release, None), (ROLLBACK_FLOORS, self.view.on_floor, None),
             (CONFIGMAPS, self.on_published, PUBLISHED_SELECTOR)]
         scopes = self.cfg.namespaces or (None,)
         return [Watch(self.kube, resource, namespace, handler,  # type: ignore[arg-type]
@@ -188,6 +190,7 @@ class Operator:
         ]
         await asyncio.gather(*(w.synced.wait() for w in watches))
         self.view.synced.set()
+        self.metrics.ready.set(1)
         fleets = set(self.cfg.namespaces or ()) | set(self.view.keys) | \
             {fleet for fleet, _ in self.view.phases}
         log.info("listed %d releases and %d keys in %d fleets; deciding %d releases",
@@ -266,6 +269,7 @@ async def run(cfg: OperatorConfig) -> None:
     operator = Operator(cfg=cfg, kube=kube, view=view, gate=gate, keeper=keeper,
                         guard=ChannelGuard(store=store, metrics=metrics), metrics=metrics)
     metrics.watch(operator.release_counts, operator.key_counts)
+    metrics.collect_with(FleetGauges(view, gate.clock))
     runner = web.AppRunner(operator.http_app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, cfg.metrics_addr, cfg.metrics_port).start()
@@ -275,13 +279,15 @@ async def run(cfg: OperatorConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     work = asyncio.create_task(operator.run())
+    probe = asyncio.create_task(probe_verifier(verifier, metrics))
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
     work.cancel()
+    probe.cancel()
     for task in done:
         if task is work and not task.cancelled() and task.exception():
             log.error("the operator stopped: %s", task.exception())
-    await asyncio.gather(work, return_exceptions=True)
+    await asyncio.gather(work, probe, return_exceptions=True)
     await verifier.close()
     await runner.cleanup()
     await kube.close()

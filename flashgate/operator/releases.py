@@ -152,6 +152,8 @@ class ReleaseGate:
         self._retries.pop((release.fleet, release.name), None)
         if self.metrics is not None:
             self.metrics.verification_seconds.labels(str(spec.tier)).observe(verdict.seconds)
+        if verdict.accepted and verdict.size:
+            self.metrics.verified_bytes.labels(release.fleet, str(spec.tier)).inc(verdict.size)
         if not verdict.accepted:
             await self._reject(release, Reason(verdict.reason or Reason.SignatureInvalid),
                                verdict.message)
@@ -341,6 +343,10 @@ class ReleaseGate:
                 if message != shown:
                     await self._status(release.obj, release.generation, phase="Verifying",
                                        reason=None, message=message)
+                    if not shown:  # the slow path only: a quick verdict costs no write for it
+                        await self.store.announce(release.obj,
+                                                  f"verifying.{release.generation}", "Normal",
+                                                  "Verifying", message)
                     shown = message
                 wait = PROGRESS_EVERY
         except VerifierUnavailable as error:

@@ -11,6 +11,7 @@ These are fakes of I/O only: every decision under test is the operator's own cod
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
@@ -86,6 +87,7 @@ class MemoryStore:
         metadata["resourceVersion"] = str(next(self.versions))
         metadata.setdefault("uid", f"uid-{metadata['name']}-{metadata['resourceVersion']}")
         metadata.setdefault("generation", 1)
+        metadata.setdefault("creationTimestamp", format_time(NOW))
         self.objects[(kind, metadata["namespace"], metadata["name"])] = obj
         return copy_of(obj)
 
@@ -234,9 +236,11 @@ class ScriptedVerifier:
     forged_revocations: dict[str, str] = field(default_factory=dict)
     down: bool = False
     calls: int = 0
+    delay: float = 0.0  # seconds each release verification takes
 
     async def verify_release(self, request: ReleaseRequest) -> ReleaseVerdict:
         self.calls += 1
+        await asyncio.sleep(self.delay)
         if self.down:
             raise VerifierUnavailable("connection refused")
         spec = request.release
@@ -338,6 +342,8 @@ class World:
                 self.view.on_revocations("MODIFIED", copy_of(obj))
             elif kind == "FirmwareRelease":
                 self.view.on_release("MODIFIED", copy_of(obj))
+            elif kind == "RollbackFloor":
+                self.view.on_floor("MODIFIED", copy_of(obj))
 
     def add_key(self, name: str, signer: KeySigner | None = None, **spec: Any) -> KeySigner:
         signer = signer or generate(Algorithm.ED25519)
