@@ -84,14 +84,19 @@ SECURITY_TEAM = ("--as=security-officer", "--as-group=system:masters",
 
 def chart_versions() -> dict[str, str]:
     """Commit -> the chart's version there, for each commit that changed charts/flashgate,
-    newest first (from git: the upgrade test needs the history, not a shallow clone)."""
+    newest first (from git: the upgrade test needs the history, not a shallow clone). Commits
+    of a branch that added files under charts/flashgate before it had the chart are left out."""
     log = subprocess.run(["git", "-C", str(REPO), "log", "--format=%H", "--",
                           "charts/flashgate"], capture_output=True, text=True)
     assert log.returncode == 0, f"git log needs the repository's history: {log.stderr}"
-    return {commit: yaml.safe_load(subprocess.run(
-        ["git", "-C", str(REPO), "show", f"{commit}:charts/flashgate/Chart.yaml"],
-        capture_output=True, text=True, check=True).stdout)["version"]
-        for commit in log.stdout.split()}
+    versions = {}
+    for commit in log.stdout.split():
+        shown = subprocess.run(["git", "-C", str(REPO), "show",
+                                f"{commit}:charts/flashgate/Chart.yaml"],
+                               capture_output=True, text=True)
+        if shown.returncode == 0:
+            versions[commit] = yaml.safe_load(shown.stdout)["version"]
+    return versions
 
 
 def previous_chart(directory: Path) -> Path:
