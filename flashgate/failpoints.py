@@ -1,9 +1,10 @@
 """Crash points for tests: the process dies at a named step, as if killed with SIGKILL there.
 
-A real `kill -9` cannot be aimed between two API writes, and that is exactly where a restart must
-be shown to neither lose nor repeat a publication; so the e2e tests start the operator with
-FLASHGATE_FAILPOINTS=after-channel-write (a comma-separated list of names) and restart it. Unset,
-as in every real deployment, a failpoint is a dictionary lookup and nothing else.
+A real `kill -9` (or a power cut) cannot be aimed between two writes, and that is exactly where a
+restart must be shown to neither lose nor repeat work: the operator between its API writes (the
+e2e tests start it with FLASHGATE_FAILPOINTS=after-channel-write), the device agent between the
+steps of an install (docs/devices.md, "Crash safety"). FLASHGATE_FAILPOINTS is a comma-separated
+list of names; unset, as in every real deployment, a failpoint is a set lookup and nothing else.
 """
 from __future__ import annotations
 
@@ -15,6 +16,6 @@ _ACTIVE = frozenset(filter(None, os.environ.get("FLASHGATE_FAILPOINTS", "").spli
 
 def failpoint(name: str) -> None:
     if name in _ACTIVE:
-        print(f"flashgate-operator: failpoint {name}: exiting as if killed", file=sys.stderr,
-              flush=True)
+        print(f"{os.path.basename(sys.argv[0]) or 'flashgate'}: failpoint {name}: exiting as if "
+              "killed", file=sys.stderr, flush=True)
         os._exit(137)
