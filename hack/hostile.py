@@ -119,7 +119,7 @@ class HostileDelivery:
     async def _artifact(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         artifact = self.artifacts.get(name)
-        if isinstance(artifact, list):
+        while isinstance(artifact, list):
             artifact = artifact.pop(0) if len(artifact) > 1 else artifact[0]
         if artifact is None:
             return web.Response(status=404)
