@@ -39,6 +39,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -94,7 +95,7 @@ class DeviceConfig(_Model):
     channel: str = Field(pattern=_whole(FLEET))
     tiers: list[Tier] = Field(min_length=1)
     roots: list[RootKey] = Field(min_length=1)
-    thresholds: dict[Tier, int] = Field(default_factory=dict)
+    thresholds: dict[Tier, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     max_security_version_jump: int = Field(default=100, ge=0)
     delivery: DeliverySection
     artifacts: ArtifactsSection = Field(default_factory=ArtifactsSection)
@@ -106,14 +107,6 @@ class DeviceConfig(_Model):
     def _distinct(cls, value: list[Tier]) -> list[Tier]:
         if len(set(value)) != len(value):
             raise ValueError("each tier once")
-        return value
-
-    @field_validator("thresholds")
-    @classmethod
-    def _thresholds(cls, value: dict[Tier, int]) -> dict[Tier, int]:
-        bad = {str(t): k for t, k in value.items() if k < 1}
-        if bad:
-            raise ValueError(f"thresholds must be at least 1, got {bad}")
         return value
 
 
