@@ -113,13 +113,19 @@ class Stack:
         with urllib.request.urlopen(url, timeout=10) as response:
             return str(response.read().decode())
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a delivery service metric's samples that carry `labels`."""
+        total = 0.0
+        wanted = [f'{k}="{v}"' for k, v in labels.items()]
+        for line in self.ops("/metrics").splitlines():
+            sample, _, value = line.rpartition(" ")
+            if sample.startswith(name + "{") and all(w in sample for w in wanted):
+                total += float(value)
+        return total
+
     def requests_answered(self) -> float:
         """flashgate_delivery_requests_total, all routes and codes."""
-        total = 0.0
-        for line in self.ops("/metrics").splitlines():
-            if line.startswith("flashgate_delivery_requests_total{"):
-                total += float(line.rpartition(" ")[2])
-        return total
+        return self.metric("flashgate_delivery_requests_total")
 
 
 def _read_only_files(s3: S3Server, directory: Path) -> dict[str, str]:
@@ -303,9 +309,9 @@ class SimFleet:
 
 # --- polling and counting ----------------------------------------------------------------------
 
-async def poll(devices: Iterable[Agent], concurrency: int = CONCURRENCY) -> list[CycleReport]:
-    """One poll of each device, `concurrency` at a time."""
-    gate = asyncio.Semaphore(concurrency)
+async def poll(devices: Iterable[Agent]) -> list[CycleReport]:
+    """One poll of each device, CONCURRENCY at a time."""
+    gate = asyncio.Semaphore(CONCURRENCY)
 
     async def one(device: Agent) -> CycleReport:
         async with gate:
@@ -472,8 +478,11 @@ async def store_owned(fleet: SimFleet, n: int) -> Counts:
     done = await converge(fleet.stack, devices, lambda d: False, rounds=2)
     table = json.loads(fleet.stack.ops(f"/v1/releases?fleet={fleet.namespace}"))
     row: dict[str, Any] = next((r for r in table["releases"] if r["release"] == "store-1"), {})
+    refusing = fleet.stack.metric("flashgate_delivery_devices_refusing",
+                                  fleet=fleet.namespace, reason="HashMismatch")
     return tally("2 artifact store owned", fleet, devices, release, done.reports,
                  slot_writes=sum(len(d.installs) for d in devices),
+                 devices_refusing_gauge=refusing,
                  release_table_row={k: row.get(k) for k in ("devicesInstalled",
                                                             "devicesRefusing")})
 
@@ -594,8 +603,8 @@ async def expired_url(fleet: SimFleet, n: int) -> Counts:
     again, gets a fresh URL, installs."""
     app = fleet.key("app")
     LateAgent.late_by = fleet.stack.ttl + 1.5
-    late = fleet.devices(n // 2, "late", LateAgent)
-    prompt = fleet.devices(n - n // 2, "prompt")
+    late = fleet.devices(n // 4, "late", LateAgent)
+    prompt = fleet.devices(n - n // 4, "prompt")
     release = fleet.publish("url-1", image("url-1"), [app], security_version=1)
     devices = [*late, *prompt]
     done = await converge(fleet.stack, devices, lambda d: runs(d, release),
@@ -657,9 +666,14 @@ async def leak_drill(fleet: SimFleet, n: int, offline: int) -> Counts:
             cwd=work)
     fleet.kubectl(*MANAGER, "apply", "-f", str(work / "resigned.yaml"))
     station_done = time.monotonic() - start
-    fleet.wait_phase("signingkey", "app-1", {"Revoked"})
-    fleet.wait_phase("signingkey", "app-2", {"Active"})
-    fleet.published("app-v1-resigned")
+    # The runbook's checks, as it gives them.
+    for what, phase in (("signingkey/app-1", "Revoked"), ("signingkey/app-2", "Active"),
+                        ("firmwarerelease/app-v1-resigned", "Published")):
+        fleet.kubectl("wait", what, f"--for=jsonpath={{.status.phase}}={phase}",
+                      "--timeout=60s")
+    told_condition = fleet.kubectl(
+        "get", "signingkey", "app-1", "-o",
+        'jsonpath={.status.conditions[?(@.type=="DevicesToldOfRevocation")].status}').stdout
     leaked_id = leaked.key_id
     fleet.wait_bundle(lambda b: len(b["revocations"]) == 1 and len(b["endorsements"]
                                                                       ["application"]) == 1)
@@ -701,7 +715,7 @@ async def leak_drill(fleet: SimFleet, n: int, offline: int) -> Counts:
     devices = [*online, *away]
     final = await converge(stack, devices, lambda d: runs(d, v2))
     return tally("5 leak drill", fleet, devices, v2, attacked, should_run=devices,
-                 offline_through_the_drill=offline,
+                 offline_through_the_drill=offline, devices_told_condition=told_condition,
                  drill_seconds={"station_and_kubectl": round(station_done, 1),
                                 "cluster_ready": round(cluster_done, 1),
                                 "online_devices_told": round(devices_done, 1)},

@@ -17,15 +17,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import s3server
+from fleetsim import BUCKET, start_stack, stop_stack
 
 from flashgate.delivery.devcerts import DeviceCA, DeviceCert
-from flashgate.operator.tls import make_serving_cert
 from flashgate.trust import (
     CT_REVOCATION,
     KeyRing,
@@ -39,6 +38,7 @@ from flashgate.trust import (
     verify_release,
     verify_revocation,
 )
+from flashgate.trust.device import TrustStore, apply_bundle
 from flashgate.trust.keyring import root_key
 
 from ..delivery.client import DeviceClient, Reply, metric
@@ -47,7 +47,6 @@ from .conftest import Fleet, GateSystem
 
 pytestmark = pytest.mark.e2e
 
-BUCKET = "fleet-firmware"
 TTL = 3  # seconds a presigned URL lives here (the default is 15 minutes)
 
 
@@ -83,49 +82,22 @@ class Delivery:
             return str(response.read().decode())
 
 
-def read_only_files(server: s3server.S3Server, directory: Path) -> dict[str, str]:
-    access, secret = server.read_only_user(BUCKET)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "access-key-id").write_text(access + "\n")
-    (directory / "secret-access-key").write_text(secret + "\n")
-    return {"accessKeyIdFile": str(directory / "access-key-id"),
-            "secretAccessKeyFile": str(directory / "secret-access-key")}
-
-
 @pytest.fixture(scope="module")
 def delivery(gate_system: GateSystem) -> Iterator[Delivery]:
-    work = gate_system.workdir / "delivery"
     for server in s3_server_for_tests(iam=True):
-        server.create_bucket(BUCKET)
-        endpoint = {"endpoint": f"https://localhost:{server.port}", "region": "us-east-1"}
-        # The sidecar, too, reads with an account of its own that can only read.
-        gate_system.sidecar_extra = {
-            "allowedHosts": ["localhost"], "caFile": str(server.ca_file),
-            "s3": {**endpoint, **read_only_files(server, work / "sidecar-s3")}}
-        gate_system.stop_sidecar()
-        gate_system.start_sidecar()
         fleets = {ns: Fleet(gate_system, ns)
                   for ns in (gate_system.kube.namespace("dlv-a"),
                              gate_system.kube.namespace("dlv-b"))}
-        cas = {ns: DeviceCA(f"{ns} device CA") for ns in fleets}
-        server_ca, cert, key = make_serving_cert(("127.0.0.1", "localhost")).write(work / "tls")
-        for ns in fleets:
-            gate_system.bind_delivery(ns)
-        gate_system.start_delivery({
-            "fleets": {ns: {"deviceCAFiles": [str(cas[ns].write(work / f"{ns}-ca.pem"))]}
-                       for ns in fleets},
-            "tls": {"certFile": str(cert), "keyFile": str(key)},
-            "presignTTLSeconds": TTL,
-            "s3": {**endpoint, **read_only_files(server, work / "delivery-s3")}})
+        # The bucket; the sidecar and the delivery service each with an account that can only
+        # read it (hack/fleetsim.py, as the fleet simulation runs them).
+        stack = start_stack(gate_system, server, gate_system.root,
+                            gate_system.workdir / "delivery", list(fleets), ttl=TTL)
         try:
-            yield Delivery(gate_system, server, fleets, cas,
-                           DeviceClient("127.0.0.1", gate_system.delivery_port, server_ca,
-                                        work / "devices"))
+            yield Delivery(gate_system, server, fleets, stack.cas,
+                           DeviceClient("127.0.0.1", gate_system.delivery_port, stack.server_ca,
+                                        stack.workdir / "devices"))
         finally:
-            gate_system.stop_delivery()
-            gate_system.sidecar_extra = {}
-            gate_system.stop_sidecar()
-            gate_system.start_sidecar()
+            stop_stack(stack)
 
 
 def fleet_of(delivery: Delivery, index: int) -> Fleet:
@@ -196,14 +168,13 @@ def test_a_device_downloads_exactly_the_signed_bytes(delivery: Delivery) -> None
 
 
 def device_keyring(delivery: Delivery, fleet: Fleet, bundle: dict[str, Any]) -> KeyRing:
-    """A device's trust store from a bundle: each entry verified against the pinned root."""
+    """A device's trust store from a bundle: each entry verified against the pinned root
+    (flashgate/trust/device.py, as the reference agent keeps it)."""
     root = delivery.system.root
     roots = [root_key(root.spki_der, root.algorithm)]
-    revoked = {verify_revocation(e, fleet.namespace, roots).key_id.hex()
-               for e in bundle["revocations"]}
-    records = [endorsed_record(e, fleet.namespace, roots)
-               for envelopes in bundle["endorsements"].values() for e in envelopes]
-    return KeyRing([*roots, *(replace(r, revoked=r.key_id in revoked) for r in records)])
+    update = apply_bundle(TrustStore(), bundle, fleet.namespace, roots, int(time.time()))
+    assert not update.ignored, update.ignored
+    return update.store.keyring(roots)
 
 
 def test_the_trust_bundle_verifies_entry_by_entry_with_the_fleet_root(delivery: Delivery

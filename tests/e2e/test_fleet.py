@@ -80,6 +80,7 @@ def test_2_an_owned_artifact_store_gets_every_device_to_refuse(sim: Sim) -> None
     # What operators see: devices refusing this release, and why.
     assert counts.notes["release_table_row"] == {"devicesInstalled": 0,
                                                  "devicesRefusing": {"HashMismatch": N}}
+    assert counts.notes["devices_refusing_gauge"] == N
 
 
 def test_3_an_owned_delivery_path_is_a_denial_of_service_not_a_fleet(sim: Sim) -> None:
@@ -104,7 +105,7 @@ def test_4_a_device_that_downloads_late_asks_again_and_installs(sim: Sim) -> Non
     counts = asyncio.run(expired_url(sim.fleet("url"), N))
     clean(counts)
     assert (counts.installed, counts.refused, counts.stranded) == (N, {}, 0)
-    assert counts.notes["fresh_urls_late"] == counts.notes["late_devices"] == N // 2
+    assert counts.notes["fresh_urls_late"] == counts.notes["late_devices"] == N // 4
 
 
 def test_5_the_leak_drill_strands_no_device(sim: Sim) -> None:
@@ -114,6 +115,7 @@ def test_5_the_leak_drill_strands_no_device(sim: Sim) -> None:
     assert counts.refused == {"KeyRevoked": N - offline}, "every device holding the revocation"
     assert (counts.installed, counts.stranded) == (N, 0)
     assert counts.notes["offline_running_v2"] == offline
+    assert counts.notes["devices_told_condition"] == "True"
 
 
 def test_6_a_planned_rotation_strands_only_devices_that_miss_every_bundle(sim: Sim) -> None:
