@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import aiohttp
 
+from flashgate.api.schema import DNS_SUBDOMAIN_PATTERN
 from flashgate.delivery.status import DeviceStatus
 from flashgate.device.client import DeliveryClient, DeliveryError
 from flashgate.device.config import Settings
@@ -64,7 +65,7 @@ CRASH_POINTS = ("after-staging", "during-slot-write", "after-slot-write", "after
                 "after-boot", "after-confirm", "after-counter")
 """The steps of an install, in order, where a test kills the agent (docs/devices.md)."""
 
-_RELEASE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_RELEASE_NAME = re.compile(DNS_SUBDOMAIN_PATTERN)
 MAX_MESSAGE = 512
 
 Action = Literal["installed", "refused", "unchanged", "retry"]
@@ -232,7 +233,8 @@ class Agent:
         """One tier's job document: checked, downloaded, installed; or refused."""
         c = self.config
         name = job.get("release")
-        release = name if isinstance(name, str) and _RELEASE_NAME.fullmatch(name) else "unnamed"
+        release = name if isinstance(name, str) and len(name) <= 253 and \
+            _RELEASE_NAME.fullmatch(name) else "unnamed"  # reported: it must be a name
         verdict = self._check(tier, job)
         if not verdict.accepted or verdict.manifest is None:
             return self._refuse(tier, release, verdict)

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,13 +139,19 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(tmp_path_factory.mktemp("pki"))
 
 
-@pytest.fixture
-def world(pki: Pki, tmp_path: Path) -> Iterator[World]:
+@contextmanager
+def running_world(pki: Pki, directory: Path) -> Iterator[World]:
     delivery = start(pki)
-    host_ca, cert, key = make_serving_cert(("localhost", "127.0.0.1")).write(tmp_path / "host")
+    host_ca, cert, key = make_serving_cert(("localhost", "127.0.0.1")).write(directory / "host")
     host = HostileDelivery(cert, key).start()
     try:
-        yield World(pki, delivery, host, host_ca, tmp_path)
+        yield World(pki, delivery, host, host_ca, directory)
     finally:
         host.stop()
         delivery.stop()
+
+
+@pytest.fixture
+def world(pki: Pki, tmp_path: Path) -> Iterator[World]:
+    with running_world(pki, tmp_path) as made:
+        yield made

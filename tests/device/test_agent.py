@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 import pytest
-from hostile import Endless, Refuse, Trickle
+from hostile import Endless, HostileDelivery, Refuse, Trickle
 
 from flashgate.device.agent import Agent, CycleReport
 from flashgate.signing.filekeys import generate
@@ -183,3 +183,38 @@ def test_the_delivery_service_being_down_changes_nothing(world: World) -> None:
     report = cycle(agent)
     assert report.errors and report.outcomes == [] and not report.reported
     assert agent.store.keys == {}
+
+
+def test_whatever_a_hostile_delivery_path_answers_changes_nothing(world: World) -> None:
+    """The device talks to an attacker's server (hack/hostile.py): malformed documents, a bad
+    release name, answers too large to read. Refused or ignored; nothing written."""
+    app = generate(Algorithm.ED25519)
+    world.publish_bundle([world.endorse(app)])
+    world.publish_release("app-1", IMAGE, [app])
+    agent = world.agent("dev-7")
+    assert cycle(agent).outcomes[0].action == "installed"
+    before = (slot_files(agent), boot_control(agent), counter(agent), agent.store)
+    # The attacker answers with the delivery service's own certificate (stolen).
+    attacker = HostileDelivery(world.pki.server_cert, world.pki.server_key).start()
+    agent.client.base_url = attacker.url
+    channel = ("fleet-a", "gw-3000", "stable")
+    answers: list[tuple[Any, dict[str, Any] | None]] = [
+        (b"{not json", None),
+        (b"[" + b"1," * (1 << 20) + b"1]", None),  # more than a device reads
+        ({"kind": "TrustBundle", "endorsements": "everything", "revocations": [7]},
+         {"application": {"release": "../../etc", "signatures": "not a list"}}),
+        ({"kind": "TrustBundle"}, {"application": {"release": "x", "signatures": []},
+                                   "os": ["not", "a", "job"]}),  # no os slot: not looked at
+    ]
+    try:
+        for bundle, jobs in answers:
+            attacker.serve(bundle=bundle, channels={channel: jobs} if jobs else None)
+            agent.bundle_etag = agent.channel_etag = None
+            report = cycle(agent)
+            assert not [o for o in report.outcomes if o.action == "installed"]
+    finally:
+        attacker.stop()
+    assert (slot_files(agent), boot_control(agent), counter(agent), agent.store) == before
+    rejections = [r["lastRejection"] for _, r in attacker.reports if "lastRejection" in r]
+    assert {(r["release"], r["reason"]) for r in rejections} == {("unnamed", "SignatureInvalid"),
+                                                                  ("x", "ThresholdNotMet")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,15 @@ import yaml
 from flashgate.device.config import ConfigError, settings_from
 from flashgate.trust import Tier
 
-from .conftest import World
+from ..delivery.conftest import Pki
+from .conftest import World, running_world
+
+
+@pytest.fixture(scope="module")
+def world(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One for the module: configurations are only validated here."""
+    with running_world(pki, tmp_path_factory.mktemp("config")) as made:
+        yield made
 
 
 def test_a_good_configuration(world: World) -> None:
