@@ -58,6 +58,7 @@ from flashgate.trust.device import (
     raised_counter,
 )
 from flashgate.verifier_sidecar.fetch import Fetcher, FetchError, FetchResult
+from flashgate.verifier_sidecar.urlpolicy import redact
 
 log = logging.getLogger("flashgate.device")
 
@@ -304,9 +305,11 @@ class Agent:
                 report.fresh_urls += 1
             artifact = job.get("artifact")
             url = artifact.get("url") if isinstance(artifact, dict) else None
-            if not isinstance(url, str):
-                return None, Verdict.reject(Reason.ArtifactURLNotAllowed,
-                                            "the job document has no artifact URL")
+            if not isinstance(url, str) or not url.startswith("https://"):
+                return None, Verdict.reject(
+                    Reason.ArtifactURLNotAllowed, "a device downloads from https:// URLs only "
+                    "(the delivery service presigns s3:// ones); the job document gives "
+                    f"{redact(url) if isinstance(url, str) else 'none'}")
             try:
                 return await self.fetch(url, manifest, self._staging(tier)), None
             except FetchError as exc:

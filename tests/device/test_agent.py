@@ -193,6 +193,8 @@ def test_whatever_a_hostile_delivery_path_answers_changes_nothing(world: World) 
     world.publish_release("app-1", IMAGE, [app])
     agent = world.agent("dev-7")
     assert cycle(agent).outcomes[0].action == "installed"
+    world.publish_release("app-2", IMAGE[:500], [app], security_version=2)
+    genuine = json.loads(world.jobs["application"])
     before = (slot_files(agent), boot_control(agent), counter(agent), agent.store)
     # The attacker answers with the delivery service's own certificate (stolen).
     attacker = HostileDelivery(world.pki.server_cert, world.pki.server_key).start()
@@ -205,16 +207,20 @@ def test_whatever_a_hostile_delivery_path_answers_changes_nothing(world: World) 
          {"application": {"release": "../../etc", "signatures": "not a list"}}),
         ({"kind": "TrustBundle"}, {"application": {"release": "x", "signatures": []},
                                    "os": ["not", "a", "job"]}),  # no os slot: not looked at
+        # A genuine release, its artifact pointed elsewhere than https.
+        (None, {"application": {**genuine, "artifact": {"url": "http://localhost/app-2"}}}),
+        (None, {"application": {**genuine, "artifact": {"url": "s3://bucket/app-2.bin"}}}),
     ]
     try:
         for bundle, jobs in answers:
             attacker.serve(bundle=bundle, channels={channel: jobs} if jobs else None)
-            agent.bundle_etag = agent.channel_etag = None
+            agent.bundle_etag = agent.channel_etag = None  # what it answers is new each time
             report = cycle(agent)
             assert not [o for o in report.outcomes if o.action == "installed"]
     finally:
         attacker.stop()
     assert (slot_files(agent), boot_control(agent), counter(agent), agent.store) == before
     rejections = [r["lastRejection"] for _, r in attacker.reports if "lastRejection" in r]
-    assert {(r["release"], r["reason"]) for r in rejections} == {("unnamed", "SignatureInvalid"),
-                                                                  ("x", "ThresholdNotMet")}
+    assert {(r["release"], r["reason"]) for r in rejections} == {
+        ("unnamed", "SignatureInvalid"), ("x", "ThresholdNotMet"),
+        ("app-2", "ArtifactURLNotAllowed")}
