@@ -522,32 +522,35 @@ async def delivery_owned(fleet: SimFleet, n: int) -> Counts:
                                            *(base64.b64encode(e).decode() for e in extra)]
             return {**genuine_bundle, "endorsements": endorsements}
 
-        def job(manifest: ReleaseManifest, signers: Sequence[Any], artifact: str = "evil"
+        def job(release: str, manifest: ReleaseManifest, signers: Sequence[Any]
                 ) -> dict[str, Any]:
-            return forged_job(old_job, release=f"attack-{artifact}", manifest=manifest,
+            return forged_job(old_job, release=release, manifest=manifest,
                               signatures=[sign1(s, CT_RELEASE, manifest.to_cbor())
                                           for s in signers],
-                              url=hostile.artifact_url(artifact))
+                              url=hostile.artifact_url("evil"))
 
         channel = (ns, PRODUCT, CHANNEL)
         attacks: dict[str, dict[str, Any]] = {
             "forged signature": {"channels": {channel: {"application": job(
-                evil_manifest(ns, "application", 3, evil), [Impostor(app.key_id)])}},
+                "attack-forged", evil_manifest(ns, "application", 3, evil),
+                [Impostor(app.key_id)])}},
                 "artifacts": {"evil": evil}},
             "old release (rollback)": {"channels": {channel: {"application": {
                 **old_job, "artifact": {**old_job["artifact"],
                                         "url": hostile.artifact_url("old")}}}},
                 "artifacts": {"old": old.data}},
             "another tier, signed by the application key": {"channels": {channel: {"os": job(
-                evil_manifest(ns, "os", 3, evil), [app])}}, "artifacts": {"evil": evil}},
+                "attack-other-tier", evil_manifest(ns, "os", 3, evil), [app])}},
+                "artifacts": {"evil": evil}},
             "another fleet's release": {
                 "bundle": with_endorsements(other_endorsement),
-                "channels": {channel: {"application": job(other_fleet, [other_fleet_key])}},
+                "channels": {channel: {"application": job("attack-other-fleet", other_fleet,
+                                                          [other_fleet_key])}},
                 "artifacts": {"evil": evil}},
             "bundle: endorsement signed by a non-root key": {
                 "bundle": with_endorsements(stranger_endorsement),
                 "channels": {channel: {"application": job(
-                    evil_manifest(ns, "application", 3, evil), [stranger])}},
+                    "attack-stranger", evil_manifest(ns, "application", 3, evil), [stranger])}},
                 "artifacts": {"evil": evil}},
             "bundle that silently drops a key": {
                 "bundle": {**genuine_bundle, "endorsements": {t: [] for t in TIERS},

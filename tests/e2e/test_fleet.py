@@ -96,6 +96,9 @@ def test_3_an_owned_delivery_path_is_a_denial_of_service_not_a_fleet(sim: Sim) -
         "endless artifact body": {"SizeMismatch": N},
         "trickling artifact body": {"ArtifactUnavailable": N},
     }
+    assert counts.refused == {"SignatureInvalid": N, "RollbackRejected": N,
+                              "KeyNotTrustedForTier": N, "UnknownKey": 2 * N, "SizeMismatch": N,
+                              "ArtifactUnavailable": N}
     assert counts.notes["still_trusting_the_dropped_key"] == N
     # Once the real path answers again, the next release reaches every device.
     assert (counts.installed, counts.stranded) == (N, 0)
