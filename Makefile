@@ -1,4 +1,4 @@
-.PHONY: demo test setup crds chart deploy lint bench
+.PHONY: demo test setup crds chart deploy lint bench fleetsim
 
 demo:   ## set everything up and show the gate at work, end to end
 	bash hack/demo.sh
@@ -20,3 +20,8 @@ deploy: chart
 
 bench:  ## install what is needed, then the benchmarks: figures and charts in bench/results/
 	bash hack/bench.sh $(ARGS)
+
+fleetsim:  ## install what is needed, then the fleet simulation: six scenarios, 1,000 devices each
+	bash hack/setup.sh
+	mkdir -p bench/results
+	.venv/bin/python bench/bench_fleet.py $(ARGS) | tee bench/results/fleet.md

@@ -19,4 +19,8 @@ echo "[bench] the delivery service under 10,000 polling devices (bench/bench_del
 delivery_args=()
 [[ " $* " == *" --quick "* ]] && delivery_args=(--quick)
 .venv/bin/python bench/bench_delivery.py "${delivery_args[@]}" | tee bench/results/delivery.md
+echo "[bench] the fleet simulation: six scenarios (bench/bench_fleet.py)" >&2
+fleet_args=()
+[[ " $* " == *" --quick "* ]] && fleet_args=(--devices 200)
+.venv/bin/python bench/bench_fleet.py "${fleet_args[@]}" | tee bench/results/fleet.md
 echo "[bench] results in bench/results/" >&2

@@ -17,16 +17,17 @@ from prometheus_client.registry import Collector
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
-class _Documents(Collector):
-    def __init__(self, counts: Callable[[], Mapping[tuple[str, ...], int]]) -> None:
-        self.counts = counts
+Counts = Callable[[], Mapping[tuple[str, ...], int]]
+
+
+class _Gauge(Collector):
+    """A gauge computed at scrape time from the service's state."""
+
+    def __init__(self, name: str, help: str, labels: list[str], counts: Counts) -> None:
+        self.name, self.help, self.labels, self.counts = name, help, labels, counts
 
     def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(
-            "flashgate_delivery_documents", "Published documents (job documents and trust "
-            "bundles) this replica holds, by fleet and state: served, or unservable (left out: "
-            "malformed, or an artifact URL devices cannot use; see the log).",
-            labels=["fleet", "state"])
+        family = GaugeMetricFamily(self.name, self.help, labels=self.labels)
         for labels, count in sorted(self.counts().items()):
             family.add_metric(list(labels), count)
         yield family
@@ -62,8 +63,19 @@ class Metrics:
             "release: GET /v1/releases on the ops port.", ["fleet", "tier", "reason"],
             registry=r)
 
-    def watch_documents(self, counts: Callable[[], Mapping[tuple[str, ...], int]]) -> None:
-        self.registry.register(_Documents(counts))
+    def watch_documents(self, counts: Counts) -> None:
+        self.registry.register(_Gauge(
+            "flashgate_delivery_documents", "Published documents (job documents and trust "
+            "bundles) this replica holds, by fleet and state: served, or unservable (left out: "
+            "malformed, or an artifact URL devices cannot use; see the log).",
+            ["fleet", "state"], counts))
+
+    def watch_refusing(self, counts: Counts) -> None:
+        self.registry.register(_Gauge(
+            "flashgate_delivery_devices_refusing", "Devices whose last status report refuses a "
+            "release they do not run, by fleet, tier and reason (of the devices this replica "
+            "remembers). Which release: GET /v1/releases on the ops port.",
+            ["fleet", "tier", "reason"], counts))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

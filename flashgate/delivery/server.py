@@ -120,8 +120,9 @@ class Delivery:
         metrics = Metrics()
         catalog = Catalog(set(config.fleets), links)
         metrics.watch_documents(catalog.counts)
-        return cls(settings, catalog, StatusBook(config.max_tracked_devices,
-                                                 config.max_release_rows), metrics, anonymous)
+        book = StatusBook(config.max_tracked_devices, config.max_release_rows)
+        metrics.watch_refusing(book.refusing)
+        return cls(settings, catalog, book, metrics, anonymous)
 
     def identify(self, request: web.Request) -> Device | None:
         """The device the client certificate names (None: anonymous, development only)."""

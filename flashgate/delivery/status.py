@@ -115,6 +115,17 @@ class StatusBook:
             self.dropped_rows += 1
         return row
 
+    def refusing(self) -> dict[tuple[str, ...], int]:
+        """Devices whose last report refuses a release they do not run, by (fleet, tier,
+        reason): what is being refused now (a device that installed the release since, or
+        refused nothing, is not counted). A gauge, read at scrape time."""
+        found: dict[tuple[str, ...], int] = {}
+        for (fleet, _), (installed, refused) in list(self.devices.items()):
+            if refused is not None and (refused[1], refused[0]) not in installed:
+                key = (fleet, refused[1], refused[2])
+                found[key] = found.get(key, 0) + 1
+        return found
+
     def table(self, fleet: str | None = None) -> dict[str, Any]:
         """The JSON of GET /v1/releases (ops port): rows newest first."""
         rows = [{"fleet": f, "tier": t, "release": r, "devicesInstalled": row.installed,

@@ -39,6 +39,7 @@ from pydantic import ValidationError
 
 from flashgate.api import FirmwareReleaseSpec, Publication, RollbackFloor, rollback_floor_name
 from flashgate.api.published import channel_name, parse_channel_name
+from flashgate.failpoints import failpoint
 from flashgate.kube.client import JSON
 from flashgate.operator import ledger
 from flashgate.operator.conditions import (
@@ -47,7 +48,6 @@ from flashgate.operator.conditions import (
     parse_conditions,
     release_conditions,
 )
-from flashgate.operator.failpoints import failpoint
 from flashgate.operator.fleets import FINAL_PHASES, FleetView
 from flashgate.operator.metrics import Metrics
 from flashgate.operator.redact import redact_text

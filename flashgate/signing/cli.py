@@ -130,6 +130,10 @@ examples:
   flashgate sign --key boot-a --tier bootloader --fleet gw-1 --product gw-a --version 2.1.0 \\
       --security-version 3 --artifact boot.bin --url s3://fw/gw-a/boot-2.1.0.bin -o boot.yaml
   flashgate sign --key boot-b --add-signature boot.yaml --artifact boot.bin --in-place
+  flashgate sign --key app-2027 --tier application --fleet gw-1 --product gw-a \\
+      --version 4.2.0 --security-version 7 --artifact build/fw.bin \\
+      --url https://fw.example.com/gw-a/4.2.0/fw.bin --name gw-a-4.2.0-resigned \\
+      --republish "re-signed with app-2027 after app-2026 leaked" -o resigned.yaml
 """)
 
 _REVOKE = ("the root revokes a key: prints the kubectl patch", """\
@@ -289,6 +293,10 @@ def build_parser(prog: str = "flashgate") -> argparse.ArgumentParser:
     p.add_argument("--url", help="where devices download it: https://, s3:// (file:// for demos)")
     p.add_argument("--channel", help="the channel that publishes it (default: stable)")
     p.add_argument("--name", help="metadata.name (default: <product>-<tier>-<version>)")
+    p.add_argument("--republish", metavar="REASON",
+                   help="publish a build that was published before (a promotion, a functional "
+                        "rollback, a build re-signed after a key leak): spec.republish, which "
+                        "only release managers may apply; REASON is for the audit trail")
     p.add_argument("--add-signature", type=Path, metavar="RELEASE.yaml",
                    help="add a signature to this FirmwareRelease instead of making a new one")
     out = p.add_mutually_exclusive_group()
@@ -447,6 +455,9 @@ def _sign(args: argparse.Namespace) -> int:
     adding = args.add_signature is not None
     if args.in_place and not adding:
         raise UsageError("--in-place only goes with --add-signature")
+    if args.republish is not None and adding:
+        raise UsageError("--republish goes with a new release, not --add-signature (the "
+                         "release being co-signed keeps its own spec.republish)")
     existing = load_release(args.add_signature, "--add-signature") if adding else None
     output = Output(args.add_signature if args.in_place else args.output, replace=args.in_place)
     check_readable(args.artifact, "--artifact")
@@ -460,7 +471,7 @@ def _sign(args: argparse.Namespace) -> int:
             fleet=plan.fleet, product=plan.product, tier=Tier(plan.tier), version=plan.version,
             security_version=plan.security_version, artifact_name=plan.artifact_name,
             artifact_size=args.artifact.stat().st_size, artifact_sha256=bytes(32)),
-            plan.url, plan.channel)
+            plan.url, plan.channel, args.republish)
     output.check()
 
     with station.open_key(_hsm(args), args.key, args.dev_file, _say) as key:
@@ -479,7 +490,7 @@ def _sign(args: argparse.Namespace) -> int:
 
     if existing is None:
         doc = release_doc(name=plan.name, manifest=manifest, url=plan.url, channel=plan.channel,
-                          signatures=[envelope])
+                          signatures=[envelope], republish=args.republish)
     else:
         doc = existing.doc
         doc["spec"]["signatures"] = [*existing.signatures,

@@ -84,20 +84,22 @@ def signing_key_doc(*, name: str, fleet: str, tier: Tier, algorithm: Algorithm,
 
 
 def release_doc(*, name: str, manifest: ReleaseManifest, url: str, channel: str,
-                signatures: Sequence[bytes]) -> dict[str, Any]:
-    """A ready-to-apply FirmwareRelease whose spec equals the signed manifest field for field.
+                signatures: Sequence[bytes], republish: str | None = None) -> dict[str, Any]:
+    """A ready-to-apply FirmwareRelease whose spec equals the signed manifest field for field;
+    with `republish`, the intent to publish a build that was published before (its reason).
 
     Raises:
         UsageError: A field the API server would refuse, in the words of the API.
     """
     spec = _validated(models.FirmwareReleaseSpec, _release_fields(
-        manifest, url, channel, [base64.b64encode(s).decode("ascii") for s in signatures]),
-        RELEASE_FLAGS)
+        manifest, url, channel, [base64.b64encode(s).decode("ascii") for s in signatures],
+        republish), RELEASE_FLAGS)
     return models.FirmwareRelease(metadata={"name": name, "namespace": manifest.fleet},
                                   spec=spec).to_k8s()
 
 
-def check_release_fields(manifest: ReleaseManifest, url: str, channel: str) -> None:
+def check_release_fields(manifest: ReleaseManifest, url: str, channel: str,
+                         republish: str | None = None) -> None:
     """Checks a release's fields against the API before anything is signed (the signature is
     not made yet: a placeholder stands in for it).
 
@@ -105,7 +107,8 @@ def check_release_fields(manifest: ReleaseManifest, url: str, channel: str) -> N
         UsageError: A field the API server would refuse, naming the flag that set it.
     """
     _validated(models.FirmwareReleaseSpec,
-               _release_fields(manifest, url, channel, [_PLACEHOLDER_ENVELOPE]), RELEASE_FLAGS)
+               _release_fields(manifest, url, channel, [_PLACEHOLDER_ENVELOPE], republish),
+               RELEASE_FLAGS)
 
 
 def check_key_fields(*, tier: Tier, not_before: int, not_after: int, replaces: str | None,
@@ -132,12 +135,13 @@ RELEASE_FLAGS = MappingProxyType({
     "tier": "--tier", "product": "--product", "version": "--version",
     "security_version": "--security-version", "channel": "--channel", "artifact.url": "--url",
     "artifact.name": "--artifact-name (default: the file's name)",
-    "artifact.size": "--artifact (its size)"})
+    "artifact.size": "--artifact (its size)", "republish.reason": "--republish"})
 
 
 def _release_fields(manifest: ReleaseManifest, url: str, channel: str,
-                    signatures: list[str]) -> dict[str, Any]:
+                    signatures: list[str], republish: str | None = None) -> dict[str, Any]:
     return {
+        **({"republish": {"reason": republish}} if republish is not None else {}),
         "tier": str(manifest.tier),
         "product": manifest.product,
         "version": manifest.version,

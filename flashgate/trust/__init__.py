@@ -45,6 +45,7 @@ from flashgate.trust.release import (
     check_rollback,
     final_verdict,
     verify_release,
+    verify_signatures,
 )
 from flashgate.trust.rotation import (
     DEFAULT_OVERLAP,
@@ -121,4 +122,5 @@ __all__ = [
     "verify_revocation",
     "verify_sign1",
     "verify_signature",
+    "verify_signatures",
 ]

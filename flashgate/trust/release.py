@@ -24,6 +24,8 @@ Then, over all envelopes:
 6. the signed manifest equals the expected one field for field, else `ManifestMismatch`;
 7. securityVersion below the floor → `RollbackRejected`; above floor + maximum jump
    → `FastForwardRejected`. No floor yet counts as a floor of 0 (see `check_rollback`).
+`verify_signatures` is steps 0-5 alone: what a device runs before it compares the signed
+manifest with itself rather than with a resource (`flashgate.trust.device`).
 """
 
 from __future__ import annotations
@@ -156,27 +158,23 @@ def _check_envelope(
     )
 
 
-def verify_release(
+def verify_signatures(
     envelopes: Sequence[bytes | str],
-    expected: ReleaseManifest,
+    tier: Tier,
     keyring: KeyRing,
     policy: Policy,
-    floor: int | None,
     now: int,
 ) -> Verdict:
-    """Steps 0-7 of docs/format.md "Order of checks" (see the module docstring). Never raises.
+    """Steps 0-5 of docs/format.md "Order of checks": the envelopes of a release of `tier`,
+    counted against the tier's threshold. Never raises.
 
-    Args:
-        envelopes: The release's signatures: COSE_Sign1 bytes or base64 text, one per signer.
-        expected: The release as the resource declares it (fleet = its namespace).
-        keyring: Every key the fleet knows, roots included.
-        policy: Thresholds and the maximum securityVersion jump.
-        floor: The stored rollback floor for (fleet, product, tier); None if none yet.
-        now: Unix seconds, fixed for this evaluation.
+    The signed manifest is not compared with anything here: `verify_release` compares it with
+    the resource (step 6) and the floor (step 7); a device compares its fleet, product and tier
+    with its own and its securityVersion with its own counter (`flashgate.trust.device`).
 
     Returns:
-        The verdict; when the signatures verified, `key_ids` and `manifest` are set even on a
-        later rejection (ManifestMismatch of step 6, rollback).
+        The verdict; when accepted, `key_ids` holds the distinct keys that counted and
+        `manifest` the signed manifest.
     """
     if isinstance(envelopes, str | bytes):
         envelopes = [envelopes]
@@ -193,7 +191,6 @@ def verify_release(
                 Reason.SignatureInvalid,
                 f"signature {index} is {size} bytes, more than the limit {MAX_ENVELOPE_BYTES}",
             )
-    tier = expected.tier
     needed = policy.threshold(tier)
     signed: list[_Signed] = []
     failures: list[tuple[int, TrustError]] = []
@@ -224,9 +221,42 @@ def verify_release(
             + (f" ({', '.join(key_ids)})" if key_ids else "")
             + "".join(f"; signature {i}: {e.reason}: {e.message}" for i, e in failures),
         )
+    return Verdict.accept(
+        f"signed by {len(key_ids)} trusted {tier} key(s) ({', '.join(key_ids)})",
+        key_ids=key_ids,
+        manifest=signed[0].manifest,
+    )
+
+
+def verify_release(
+    envelopes: Sequence[bytes | str],
+    expected: ReleaseManifest,
+    keyring: KeyRing,
+    policy: Policy,
+    floor: int | None,
+    now: int,
+) -> Verdict:
+    """Steps 0-7 of docs/format.md "Order of checks" (see the module docstring). Never raises.
+
+    Args:
+        envelopes: The release's signatures: COSE_Sign1 bytes or base64 text, one per signer.
+        expected: The release as the resource declares it (fleet = its namespace).
+        keyring: Every key the fleet knows, roots included.
+        policy: Thresholds and the maximum securityVersion jump.
+        floor: The stored rollback floor for (fleet, product, tier); None if none yet.
+        now: Unix seconds, fixed for this evaluation.
+
+    Returns:
+        The verdict; when the signatures verified, `key_ids` and `manifest` are set even on a
+        later rejection (ManifestMismatch of step 6, rollback).
+    """
+    tier = expected.tier
+    signatures = verify_signatures(envelopes, tier, keyring, policy, now)
+    if not signatures.accepted or signatures.manifest is None:
+        return signatures
+    key_ids, manifest = signatures.key_ids, signatures.manifest
 
     # Step 6.
-    manifest = signed[0].manifest
     differences = expected.differences(manifest)
     if differences:
         return Verdict.reject(
@@ -244,8 +274,7 @@ def verify_release(
     if not rollback.accepted:
         return replace(rollback, key_ids=key_ids, manifest=manifest)
     return Verdict.accept(
-        f"signed by {len(key_ids)} trusted {tier} key(s) ({', '.join(key_ids)}); "
-        + rollback.message,
+        f"{signatures.message}; {rollback.message}",
         key_ids=key_ids,
         manifest=manifest,
     )

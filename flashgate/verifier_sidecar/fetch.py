@@ -39,7 +39,7 @@ from flashgate.verifier_sidecar.urlpolicy import (
 )
 
 __all__ = ["ArtifactUnavailable", "FetchError", "FetchLimits", "FetchResult", "Fetcher",
-           "ReadReporter", "S3Settings", "URLNotAllowed", "URLPolicy"]
+           "ReadReporter", "S3Settings", "Sink", "URLNotAllowed", "URLPolicy"]
 
 CHUNK = 1 << 20  # 1 MiB: below this per-call overhead shows next to SHA-NI hashing
 MAX_REDIRECTS = 5
@@ -73,21 +73,28 @@ class FetchResult:
 
 ReadReporter = Callable[[int], None]
 """Told the number of bytes each read brought (e.g. slots.Download.add)."""
+Sink = Callable[[memoryview], None]
+"""Given the bytes each read brought, as they are hashed (a device writes them to its staging
+area); at most the declared size + 1 bytes in all."""
 
 
 class _Transfer:
     """One fetch: its deadlines (total, headers, the minimum rate after its grace period) and
     where the bytes it reads are reported."""
 
-    def __init__(self, limits: FetchLimits, progress: ReadReporter | None = None) -> None:
+    def __init__(self, limits: FetchLimits, progress: ReadReporter | None = None,
+                 sink: Sink | None = None) -> None:
         self.limits = limits
         self.start = time.monotonic()
         self.total_deadline = self.start + limits.total_timeout
         self.progress = progress
+        self.sink = sink
 
-    def read(self, count: int) -> None:
+    def read(self, data: memoryview) -> None:
+        if self.sink is not None:
+            self.sink(data)
         if self.progress is not None:
-            self.progress(count)
+            self.progress(len(data))
 
     def _rate_deadline(self, got: int) -> tuple[float, str] | None:
         lim = self.limits
@@ -169,9 +176,10 @@ class Fetcher:
             self._ssl.load_verify_locations(cafile=str(ca_file))
 
     async def fetch(self, url: str, expected_size: int,
-                    progress: ReadReporter | None = None) -> FetchResult:
+                    progress: ReadReporter | None = None,
+                    sink: Sink | None = None) -> FetchResult:
         """Stream the artifact at url into SHA-256, reading at most expected_size + 1 bytes;
-        `progress` is told the size of each read.
+        `progress` is told the size of each read, `sink` given its bytes.
 
         Raises:
             URLNotAllowed: the URL (or a redirect target) is refused by policy.
@@ -182,7 +190,7 @@ class Fetcher:
             raise ArtifactUnavailable(
                 f"declared size {expected_size} exceeds the sidecar's maxArtifactBytes "
                 f"{self.limits.max_artifact_bytes}")
-        transfer = _Transfer(self.limits, progress)
+        transfer = _Transfer(self.limits, progress, sink)
         fetchers: dict[str, Callable[[CheckedURL, int, _Transfer], Awaitable[FetchResult]]] = {
             "https": self._https, "file": self._file, "s3": self._s3}
         return await fetchers[checked.url.scheme](checked, expected_size, transfer)
@@ -336,9 +344,10 @@ async def _hash_stream(response: aiohttp.ClientResponse, url: str, expected: int
         if not chunk:
             break
         take = min(len(chunk), limit - got)
-        digest.update(memoryview(chunk)[:take] if take < len(chunk) else chunk)
+        data = memoryview(chunk)[:take]
+        digest.update(data)
         got += take
-        transfer.read(take)
+        transfer.read(data)
     return FetchResult(url, got, digest.digest(), short=got < expected,
                        oversized=got > expected, seconds=transfer.elapsed())
 
@@ -385,6 +394,6 @@ def _hash_file(checked: CheckedURL, root: Path, expected: int, transfer: _Transf
                 break
             digest.update(view[:n])
             got += n
-            transfer.read(n)
+            transfer.read(view[:n])
     return FetchResult(checked.url.human_repr(), got, digest.digest(), short=got < expected,
                        oversized=got > expected, seconds=transfer.elapsed())

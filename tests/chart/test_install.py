@@ -42,6 +42,7 @@ import localgate
 import pytest
 import s3server
 import yaml
+from fleetsim import BUCKET, read_only_files
 from localgate import kubectl_run, token_kubeconfig
 
 from flashgate.delivery.devcerts import DeviceCA
@@ -53,7 +54,7 @@ from flashgate.trust import Algorithm
 from ..conftest import Cluster
 from ..delivery.client import DeviceClient
 from ..e2e.conftest import Fleet, GateSystem
-from ..e2e.delivery import BUCKET, Delivery, a_device_downloads_the_signed_bytes, read_only_files
+from ..e2e.delivery import Delivery, a_device_downloads_the_signed_bytes
 from ..e2e.test_gate import assert_rejected
 from ..verifier_sidecar.test_s3 import s3_server_for_tests
 from .conftest import (

@@ -194,6 +194,15 @@ def test_status_reports_count_each_device_once(published: Running, pki: Pki) -> 
     assert rows["app-4-2-0"]["devicesInstalled"] == 2
     assert table["trackedDevices"] == 2 and table["droppedRows"] == 0
     assert json.loads(published.ops("/v1/releases?fleet=fleet-b").body)["releases"] == []
+    # Refusing now: both devices. Once one installs the release it refused, one.
+    assert published.metric("flashgate_delivery_devices_refusing", fleet="fleet-a",
+                            tier="application", reason="HashMismatch") == 2
+    fixed = {"installed": {"application": {"release": "app-4-2-1", "securityVersion": 8}},
+             "lastRejection": refusing["lastRejection"]}
+    assert report(published, pki.device("fleet-a", "dev-1"), fixed,
+                  path="/v1/fleets/fleet-a/devices/dev-1/status").status == 204
+    assert published.metric("flashgate_delivery_devices_refusing", fleet="fleet-a",
+                            tier="application", reason="HashMismatch") == 1
 
 
 def test_a_device_reports_only_its_own_status(published: Running, pki: Pki) -> None:

@@ -11,11 +11,11 @@ import json
 import ssl
 import time
 import urllib.request
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import s3server
+from fleetsim import BUCKET
 
 from flashgate.delivery.devcerts import DeviceCA, DeviceCert
 from flashgate.trust import (
@@ -23,16 +23,13 @@ from flashgate.trust import (
     Policy,
     ReleaseManifest,
     Tier,
-    endorsed_record,
     verify_release,
-    verify_revocation,
 )
+from flashgate.trust.device import TrustStore, apply_bundle
 from flashgate.trust.keyring import root_key
 
 from ..delivery.client import DeviceClient, Reply
 from .conftest import Fleet, GateSystem
-
-BUCKET = "fleet-firmware"
 
 
 @dataclass
@@ -70,16 +67,6 @@ class Delivery:
             return str(response.read().decode())
 
 
-def read_only_files(server: s3server.S3Server, directory: Path) -> dict[str, str]:
-    """A new S3 account that may only read BUCKET, as the files of an `s3` section."""
-    access, secret = server.read_only_user(BUCKET)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "access-key-id").write_text(access + "\n")
-    (directory / "secret-access-key").write_text(secret + "\n")
-    return {"accessKeyIdFile": str(directory / "access-key-id"),
-            "secretAccessKeyFile": str(directory / "secret-access-key")}
-
-
 def publish_s3_release(delivery: Delivery, fleet: Fleet, name: str, product: str,
                        data: bytes) -> tuple[Any, ReleaseManifest]:
     """A release of `data` at s3://BUCKET/..., signed by a fresh application key; Published."""
@@ -99,14 +86,13 @@ def publish_s3_release(delivery: Delivery, fleet: Fleet, name: str, product: str
 
 
 def device_keyring(delivery: Delivery, fleet: Fleet, bundle: dict[str, Any]) -> KeyRing:
-    """A device's trust store from a bundle: each entry verified against the pinned root."""
+    """A device's trust store from a bundle: each entry verified against the pinned root
+    (flashgate/trust/device.py, as the reference agent keeps it)."""
     root = delivery.system.root
     roots = [root_key(root.spki_der, root.algorithm)]
-    revoked = {verify_revocation(e, fleet.namespace, roots).key_id.hex()
-               for e in bundle["revocations"]}
-    records = [endorsed_record(e, fleet.namespace, roots)
-               for envelopes in bundle["endorsements"].values() for e in envelopes]
-    return KeyRing([*roots, *(replace(r, revoked=r.key_id in revoked) for r in records)])
+    update = apply_bundle(TrustStore(), bundle, fleet.namespace, roots, int(time.time()))
+    assert not update.ignored, update.ignored
+    return update.store.keyring(roots)
 
 
 def a_device_downloads_the_signed_bytes(delivery: Delivery, fleet: Fleet, name: str,

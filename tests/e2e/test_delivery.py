@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fleetsim import start_stack, stop_stack
 
-from flashgate.delivery.devcerts import DeviceCA
-from flashgate.operator.tls import make_serving_cert
 from flashgate.trust import (
     CT_REVOCATION,
     Revocation,
@@ -37,7 +36,6 @@ from .delivery import (
     BUCKET,
     Delivery,
     a_device_downloads_the_signed_bytes,
-    read_only_files,
 )
 
 pytestmark = pytest.mark.e2e
@@ -47,38 +45,20 @@ TTL = 3  # seconds a presigned URL lives here (the default is 15 minutes)
 
 @pytest.fixture(scope="module")
 def delivery(gate_system: GateSystem) -> Iterator[Delivery]:
-    work = gate_system.workdir / "delivery"
     for server in s3_server_for_tests(iam=True):
-        server.create_bucket(BUCKET)
-        endpoint = {"endpoint": f"https://localhost:{server.port}", "region": "us-east-1"}
-        # The sidecar, too, reads with an account of its own that can only read.
-        gate_system.sidecar_extra = {
-            "allowedHosts": ["localhost"], "caFile": str(server.ca_file),
-            "s3": {**endpoint, **read_only_files(server, work / "sidecar-s3")}}
-        gate_system.stop_sidecar()
-        gate_system.start_sidecar()
         fleets = {ns: Fleet(gate_system, ns)
                   for ns in (gate_system.kube.namespace("dlv-a"),
                              gate_system.kube.namespace("dlv-b"))}
-        cas = {ns: DeviceCA(f"{ns} device CA") for ns in fleets}
-        server_ca, cert, key = make_serving_cert(("127.0.0.1", "localhost")).write(work / "tls")
-        for ns in fleets:
-            gate_system.bind_delivery(ns)
-        gate_system.start_delivery({
-            "fleets": {ns: {"deviceCAFiles": [str(cas[ns].write(work / f"{ns}-ca.pem"))]}
-                       for ns in fleets},
-            "tls": {"certFile": str(cert), "keyFile": str(key)},
-            "presignTTLSeconds": TTL,
-            "s3": {**endpoint, **read_only_files(server, work / "delivery-s3")}})
+        # The bucket; the sidecar and the delivery service each with an account that can only
+        # read it (hack/fleetsim.py, as the fleet simulation runs them).
+        stack = start_stack(gate_system, server, gate_system.root,
+                            gate_system.workdir / "delivery", list(fleets), ttl=TTL)
         try:
-            yield Delivery(gate_system, server, fleets, cas,
-                           DeviceClient("127.0.0.1", gate_system.delivery_port, server_ca,
-                                        work / "devices"))
+            yield Delivery(gate_system, server, fleets, stack.cas,
+                           DeviceClient("127.0.0.1", gate_system.delivery_port, stack.server_ca,
+                                        stack.workdir / "devices"))
         finally:
-            gate_system.stop_delivery()
-            gate_system.sidecar_extra = {}
-            gate_system.stop_sidecar()
-            gate_system.start_sidecar()
+            stop_stack(stack)
 
 
 def fleet_of(delivery: Delivery, index: int) -> Fleet:

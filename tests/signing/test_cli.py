@@ -370,6 +370,21 @@ def test_dev_file_keys_flow(station: Station) -> None:
     _error(root_as_signer, 1, "is a fleet root key")
 
 
+def test_sign_with_republish_states_the_intent(station: Station) -> None:
+    station.ok(*station.sign_args(station.app), "--name", "resigned", "--republish",
+               "re-signed with app-2027 after app-2026 leaked", "-o", "resigned.yaml")
+    doc = _load(station.dir / "resigned.yaml")
+    assert doc["spec"]["republish"] == {"reason": "re-signed with app-2027 after app-2026 leaked"}
+    station.ok(*station.sign_args(station.app), "--name", "plain", "-o", "plain.yaml")
+    assert "republish" not in _load(station.dir / "plain.yaml")["spec"]
+    _error(station.run(*station.sign_args(station.app), "--republish", "", "-o", "empty.yaml"),
+           2, "--republish")
+    assert not (station.dir / "empty.yaml").exists()
+    _error(station.run("sign", "--key", station.app, "--add-signature", "resigned.yaml",
+                       "--artifact", str(station.artifact), "--republish", "again",
+                       "-o", "co.yaml"), 2, "--republish goes with a new release")
+
+
 # --- bad input ----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,3 @@
+from flashgate.device.main import main
+
+raise SystemExit(main())
