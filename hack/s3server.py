@@ -165,7 +165,14 @@ class S3Server:
         self.access_key_id_file.write_text(self.access_key_id + "\n")
         self.secret_access_key_file.write_text(self.secret_access_key + "\n")
         self.port = free_port()
-        logfile = open(self.workdir / "versitygw.log", "wb")  # noqa: SIM115 - lives with the process
+        self._spawn(cert, key)
+        self._wait_ready(started + timeout)
+        log(f"versitygw ready at {self.endpoint} in {time.monotonic() - started:.2f}s "
+            f"(data in {self.data})")
+        return self
+
+    def _spawn(self, cert: Path, key: Path) -> None:
+        logfile = open(self.workdir / "versitygw.log", "ab")  # noqa: SIM115 - lives with the process
         # The keys go through the environment, not argv (where ps would show them).
         env = {**os.environ, "ROOT_ACCESS_KEY_ID": self.access_key_id,
                "ROOT_SECRET_ACCESS_KEY": self.secret_access_key}
@@ -176,10 +183,20 @@ class S3Server:
              "posix", "--sidecar", str(self.workdir / "meta"), str(self.data)],
             stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             preexec_fn=_set_parent_death_signal)
-        self._wait_ready(started + timeout)
-        log(f"versitygw ready at {self.endpoint} in {time.monotonic() - started:.2f}s "
-            f"(data in {self.data})")
-        return self
+        logfile.close()  # the child has its own descriptor
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would; its data, port and certificate are kept."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Start the server again (killing it first if it runs) on the same port, data,
+        certificate and keys, as after a crash."""
+        self.kill()
+        self._spawn(self.workdir / "tls.crt", self.workdir / "tls.key")
+        self._wait_ready(time.monotonic() + timeout)
 
     def _context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
