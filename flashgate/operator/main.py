@@ -39,6 +39,7 @@ from flashgate.operator.store import (
     SIGNING_KEYS,
     KubeStore,
 )
+from flashgate.operator.testclock import operator_clock
 from flashgate.operator.tls import make_serving_cert
 from flashgate.verifier_api.client import VerifierClient
 
@@ -262,9 +263,11 @@ async def run(cfg: OperatorConfig) -> None:
     view = FleetView()
     metrics = Metrics()
     verifier = VerifierClient(cfg.verifier_url, timeout=cfg.verifier_timeout)
-    gate = ReleaseGate(store=store, verifier=verifier, view=view, metrics=metrics,
+    clock = operator_clock()
+    gate = ReleaseGate(store=store, verifier=verifier, view=view, metrics=metrics, clock=clock,
                        retry_max_delay=cfg.retry_max_delay)
-    keeper = KeyKeeper(store=store, verifier=verifier, view=view, gate=gate, metrics=metrics)
+    keeper = KeyKeeper(store=store, verifier=verifier, view=view, gate=gate, metrics=metrics,
+                       clock=clock)
     operator = Operator(cfg=cfg, kube=kube, view=view, gate=gate, keeper=keeper,
                         guard=ChannelGuard(store=store, metrics=metrics), metrics=metrics)
     metrics.watch(operator.release_counts, operator.key_counts)
