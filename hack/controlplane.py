@@ -295,9 +295,10 @@ class ControlPlane:
             proc.kill()
             proc.wait()
 
-    def restart(self, name: str, timeout: float = 60.0) -> None:
+    def restart(self, name: str, timeout: float = 150.0) -> None:
         """Start `name` again, killing it first if it still runs: the same data directory, ports
-        and certificates; returns once the API server answers again."""
+        and certificates; returns once the API server answers again (after etcd was down a
+        while, kube-apiserver's etcd client reconnects with a backoff of up to two minutes)."""
         if name not in self._args:
             raise ValueError(f"{name} was never started here")
         self.kill(name)

@@ -39,13 +39,16 @@ class Watch:
     MODIFIED or DELETED. After a relist (the watch expired: 410 Gone), objects that were known
     but are not in the new list are handed over as DELETED, so a handler's view never keeps an
     object that is gone. `synced` is set once the first list has been handed over completely.
-    Errors (API server down, connection reset) are logged and retried with backoff.
+    Errors (API server down, connection reset) are logged and retried with backoff, from
+    `first_delay` seconds doubling up to `max_delay`.
     """
 
     def __init__(self, kube: Kube, resource: Resource, namespace: str | None,
-                 handler: EventHandler, *, label_selector: str | None = None) -> None:
+                 handler: EventHandler, *, label_selector: str | None = None,
+                 first_delay: float = 1.0, max_delay: float = 30.0) -> None:
         self.kube, self.resource, self.namespace = kube, resource, namespace
         self.handler, self.label_selector = handler, label_selector
+        self.first_delay, self.max_delay = first_delay, max_delay
         self.synced = asyncio.Event()
         self._known: set[tuple[str, str]] = set()
 
@@ -76,7 +79,7 @@ class Watch:
         return version
 
     async def run(self) -> None:
-        delay, version = 1.0, ""
+        delay, version = self.first_delay, ""
         while True:
             try:
                 if not version:
@@ -87,7 +90,7 @@ class Watch:
                     version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                     if event != "BOOKMARK":
                         self._hand(event, obj)
-                delay = 1.0
+                delay = self.first_delay
             except ApiError as exc:
                 if exc.gone:
                     version = ""  # too old: list again
@@ -96,7 +99,7 @@ class Watch:
                 log.warning("watching %s in %s: %s; retrying in %.0fs", self.resource.plural,
                             where, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, self.max_delay)
 
 
 class WorkQueue(Generic[K]):

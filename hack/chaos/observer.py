@@ -1,0 +1,103 @@
+"""What the invariant checker needs, collected: every change of the watched objects, and the
+operators' metrics. The I/O half of the checker (hack/chaos/invariants.py is the pure half).
+
+`Observer` lists and watches, with the admin's credentials and straight at the API server (never
+through the fault-injecting proxy the operators use), the RollbackFloors, the channel and
+trust-bundle ConfigMaps, the FirmwareReleases, SigningKeys, RevocationLists and Events of every
+namespace, and records each version of an object in a fleet under test with the wall time it
+arrived (`invariants.History`). It reuses the operator's own list-then-watch stream
+(`flashgate.operator.runtime.Watch`), retrying every quarter second while the API server is down
+so that the history catches up as soon as it is back. A listing after the first (the watch's
+resourceVersion had expired) is counted: versions in between may be missing.
+
+`scrape_publications` reads one operator's publications metric per fleet.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from chaos.invariants import (
+    CHANNEL,
+    EVENT,
+    FLOOR,
+    KEY,
+    RELEASE,
+    REVOCATIONS,
+    History,
+    Observation,
+)
+from flashgate.operator.kube import JSON, Kube, Resource
+from flashgate.operator.runtime import SYNC, Watch, object_key
+from flashgate.operator.store import (
+    CONFIGMAPS,
+    EVENTS,
+    FIRMWARE_RELEASES,
+    PUBLISHED_SELECTOR,
+    REVOCATION_LISTS,
+    ROLLBACK_FLOORS,
+    SIGNING_KEYS,
+)
+
+WATCHED: tuple[tuple[str, Resource, str | None], ...] = (
+    (FLOOR, ROLLBACK_FLOORS, None), (CHANNEL, CONFIGMAPS, PUBLISHED_SELECTOR),
+    (RELEASE, FIRMWARE_RELEASES, None), (KEY, SIGNING_KEYS, None),
+    (REVOCATIONS, REVOCATION_LISTS, None), (EVENT, EVENTS, None))
+
+
+class Observer:
+    """Records into `history` every version of the watched objects in `fleets` (a set the
+    caller may add to while it runs)."""
+
+    def __init__(self, kubeconfig: Path, fleets: set[str], history: History) -> None:
+        self.kube = Kube.from_environment(str(kubeconfig))
+        self.fleets, self.history = fleets, history
+        self.watches = [Watch(self.kube, resource, None, self._recorder(kind, index),
+                              label_selector=selector, first_delay=0.25, max_delay=0.25)
+                        for index, (kind, resource, selector) in enumerate(WATCHED)]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _recorder(self, kind: str, index: int) -> Callable[[str, JSON], None]:
+        def record(event: str, obj: JSON) -> None:
+            namespace, name = object_key(obj)
+            if event == SYNC and self.watches[index].synced.is_set():
+                self.history.relists += 1
+            if namespace not in self.fleets:
+                return
+            rv = str((obj.get("metadata") or {}).get("resourceVersion") or "0")
+            self.history.add(Observation(time.time(), kind, event, namespace, name,
+                                         int(rv) if rv.isdigit() else 0, obj))
+        return record
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(w.run(), name=f"observe {w.resource.plural}")
+                       for w in self.watches]
+        await asyncio.gather(*(w.synced.wait() for w in self.watches))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.kube.close()
+
+
+def scrape_publications(metrics_port: int, timeout: float = 5.0) -> dict[str, float]:
+    """flashgate_release_publications_total of the operator serving metrics on that port, per
+    fleet (all tiers). Raises OSError when it does not answer."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        text = response.read().decode()
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "flashgate_release_publications":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                fleet = sample.labels["namespace"]
+                counts[fleet] = counts.get(fleet, 0.0) + sample.value
+    return counts
