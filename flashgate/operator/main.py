@@ -30,7 +30,7 @@ from flashgate.operator.keys import KeyKeeper
 from flashgate.operator.kube import JSON, Kube
 from flashgate.operator.metrics import Metrics, count
 from flashgate.operator.releases import ReleaseGate
-from flashgate.operator.runtime import Watch, WorkQueue, object_key, run_workers
+from flashgate.operator.runtime import ClockSteps, Watch, WorkQueue, object_key, run_workers
 from flashgate.operator.store import (
     CONFIGMAPS,
     FIRMWARE_RELEASES,
@@ -191,15 +191,32 @@ class Operator:
         ]
         await asyncio.gather(*(w.synced.wait() for w in watches))
         self.view.synced.set()
-        fleets = set(self.cfg.namespaces or ()) | set(self.view.keys) | \
-            {fleet for fleet, _ in self.view.phases}
+        fleets = self.known_fleets()
         log.info("listed %d releases and %d keys in %d fleets; deciding %d releases",
                  len(self.view.phases), sum(len(k) for k in self.view.keys.values()),
                  len(fleets), len(self.releases))
         for fleet in fleets:
             self.fleets.add(fleet)
         tasks.append(asyncio.create_task(self._audit(fleets)))
+        tasks.append(asyncio.create_task(self._follow_clock_steps()))
         await asyncio.gather(*tasks)
+
+    def known_fleets(self) -> set[str]:
+        return set(self.cfg.namespaces or ()) | set(self.view.keys) | \
+            {fleet for fleet, _ in self.view.phases}
+
+    async def _follow_clock_steps(self, every: float = 1.0) -> None:
+        """When the wall clock steps, every fleet's keys are evaluated again at once: their
+        time-driven transitions were scheduled on the clock before the step (`ClockSteps`)."""
+        steps = ClockSteps(self.gate.clock)
+        while True:
+            await asyncio.sleep(every)
+            step = steps.step()
+            if step:
+                log.warning("the wall clock stepped by %+.0fs: evaluating the keys of every "
+                            "fleet again", step)
+                for fleet in self.known_fleets():
+                    self.fleets.add(fleet)
 
     async def _audit(self, fleets: set[str]) -> None:
         """Channels that drifted while no operator was watching are found once at start-up."""

@@ -198,3 +198,27 @@ async def run_workers(queue: WorkQueue[K], process: Process[K], workers: int) ->
                 queue.add(key, after=again)
 
     await asyncio.gather(*(worker() for _ in range(workers)))
+
+
+class ClockSteps:
+    """Notices a step of a wall clock against the monotonic one (an NTP step, a virtual machine
+    resumed after a pause, a test's clock offset).
+
+    A time-driven change (a key's activation, the end of an overlap, an expiry) is due at a
+    wall-clock instant, but a work queue waits for it on the monotonic clock: after a step the
+    wait is off by the step, by up to an hour (keys.RECHECK_SECONDS). `step()` returns the step
+    since its last call when it is larger than `threshold` seconds (0.0 otherwise); slow drift
+    between calls (NTP slewing) never adds up to one.
+    """
+
+    def __init__(self, wall: Callable[[], float],
+                 monotonic: Callable[[], float] = time.monotonic,
+                 threshold: float = 2.0) -> None:
+        self.wall, self.monotonic, self.threshold = wall, monotonic, threshold
+        self._skew = wall() - monotonic()
+
+    def step(self) -> float:
+        skew = self.wall() - self.monotonic()
+        step, self._skew = skew - self._skew, skew
+        return step if abs(step) > self.threshold else 0.0
+
