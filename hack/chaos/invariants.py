@@ -72,7 +72,14 @@ from flashgate.trust import (
     verify_release,
 )
 from flashgate.trust.cose import CT_RELEASE, parse_sign1
-from flashgate.trust.fleet import FleetKey, check_signing_key, expected_manifest, fleet_keyring
+from flashgate.trust.fleet import (
+    EndorsementCache,
+    FleetKey,
+    check_signing_key,
+    expected_manifest,
+    fleet_keyring,
+    signer_key_ids,
+)
 from flashgate.trust.rotation import KeyPhase, PhaseResult, fleet_phases
 
 JSON = Mapping[str, Any]
@@ -274,17 +281,20 @@ def deadline(seen: float, faults: Sequence[Fault], healthy: float = HEALTHY_GRAC
 
 @dataclass
 class Trust:
-    """The trust core's view of a fleet from its objects, for the checks; endorsements are
-    verified once each."""
+    """The trust core's view of a fleet from its objects, for the checks. Endorsements are
+    verified once each (an `EndorsementCache`) and each publication's outcome is remembered, so
+    checking the whole history again after each iteration costs only what is new."""
 
     setting: Setting
+    cache: EndorsementCache = field(default_factory=EndorsementCache)
     _endorsed: dict[tuple[str, str], bool] = field(default_factory=dict)
+    _checked: dict[tuple[object, ...], Violation | None] = field(default_factory=dict)
 
     def endorsed(self, fleet: str, key: ParsedKey) -> bool:
-        cache_key = (fleet, key.spec.endorsement + key.spec.model_dump_json())
+        cache_key = (fleet, key.spec.model_dump_json())
         if cache_key not in self._endorsed:
-            self._endorsed[cache_key] = check_signing_key(key.spec, fleet,
-                                                          self.setting.roots).accepted
+            self._endorsed[cache_key] = check_signing_key(key.spec, fleet, self.setting.roots,
+                                                          self.cache).accepted
         return self._endorsed[cache_key]
 
     def phases(self, fleet: str, keys: Sequence[ParsedKey], revoked: set[str],
@@ -302,7 +312,8 @@ class Trust:
         entries = [FleetKey(k.name, _unrevoked(k.spec, k.key_id, revoked),
                             retired=p.phase == KeyPhase.Retired, revoked=k.key_id in revoked)
                    for k, p in zip(keys, phases, strict=True)]
-        keyring = fleet_keyring(fleet, entries, self.setting.roots).keyring
+        keyring = fleet_keyring(fleet, entries, self.setting.roots, self.cache,
+                                key_ids=signer_key_ids(spec.signatures)).keyring
         expected = expected_manifest(fleet, spec)
         signed = verify_release(spec.signatures, expected, keyring, self.setting.policy, floor,
                                 now)
@@ -324,10 +335,14 @@ def _unrevoked(spec: SigningKeySpec, key_id: str, revoked: set[str]) -> SigningK
     return spec.model_copy(update={"revoked": False, "revocation": None})
 
 
-def _boundaries(keys: Sequence[ParsedKey]) -> set[int]:
-    """Instants at which a key's trust can change by time alone (both sides of each)."""
+def _boundaries(keys: Sequence[ParsedKey], signers: frozenset[str]) -> set[int]:
+    """Instants at which the trust of the keys that signed (or of their successors, which
+    retire them) can change by time alone, both sides of each."""
+    named = {k.name for k in keys if k.key_id in signers}
     found: set[int] = set()
     for key in keys:
+        if key.key_id not in signers and key.spec.replaces not in named:
+            continue
         state = key.spec.key_state(key.name, endorsed=True)
         for moment in (state.not_before, state.not_after, state.activation,
                        state.activation + state.overlap_seconds):
@@ -425,17 +440,24 @@ def check_publications(history: History, setting: Setting,
                                history.faults) < publication.seen}
         published_at = _epoch(str(entry.get("publishedAt")))
         created = int(history.operator_time(found[2][0].seen)) - 1
-        candidates = {published_at} | {t for t in _boundaries(keys)
-                                       if created <= t < published_at}
-        verdicts = [trust.release_verdict(fleet, spec, keys, counted, publication.floor_before,
-                                          now) for now in sorted(candidates, reverse=True)]
-        if not any(v.accepted for v in verdicts):
-            verdict = verdicts[0]
-            violations.append(Violation(
+        memo = (fleet, entry.get("uid"), publication.rv, frozenset(counted), created)
+        if memo not in trust._checked:
+            signers = signer_key_ids(spec.signatures)
+            candidates = {published_at} | {t for t in _boundaries(keys, signers)
+                                           if created <= t < published_at}
+            verdicts = (trust.release_verdict(fleet, spec, keys, counted,
+                                              publication.floor_before, now)
+                        for now in sorted(candidates, reverse=True))
+            first = next(verdicts)
+            trust._checked[memo] = None if first.accepted or any(
+                v.accepted for v in verdicts) else Violation(
                 "published-untrusted", subject,
-                f"{verdict.reason}: {verdict.message} (floor before {publication.floor_before},"
+                f"{first.reason}: {first.message} (floor before {publication.floor_before},"
                 f" publishedAt {entry.get('publishedAt')}, ledger {publication.floor} "
-                f"sequence {entry.get('sequence')})"))
+                f"sequence {entry.get('sequence')})")
+        violation = trust._checked[memo]
+        if violation is not None:
+            violations.append(violation)
     return violations
 
 
@@ -590,9 +612,10 @@ def check_channel_order(history: History) -> list[Violation]:
 
 
 def check_history(history: History, setting: Setting, now: float,
-                  scrapes: Sequence[Scrape] = ()) -> list[Violation]:
-    """Every invariant checked over the whole history."""
-    return [*check_publications(history, setting), *check_revocations(history, now),
+                  scrapes: Sequence[Scrape] = (), trust: Trust | None = None) -> list[Violation]:
+    """Every invariant checked over the whole history (`trust`: kept from one check to the next,
+    it remembers what was verified)."""
+    return [*check_publications(history, setting, trust), *check_revocations(history, now),
             *check_floors(history), *check_announcements(history),
             *check_channel_order(history), *check_metrics(history, scrapes)]
 
@@ -600,10 +623,10 @@ def check_history(history: History, setting: Setting, now: float,
 # ---- convergence -----------------------------------------------------------------------------
 
 def differences(history: History, setting: Setting, fleets: Iterable[str],
-                operator_now: int) -> list[str]:
+                operator_now: int, trust: Trust | None = None) -> list[str]:
     """What keeps the fleets from having converged (empty: converged), from the latest versions.
     """
-    trust = Trust(setting)
+    trust = trust or Trust(setting)
     found: list[str] = []
     events = published_events(history)
     for fleet in sorted(fleets):

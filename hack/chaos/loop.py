@@ -46,9 +46,12 @@ from chaos.invariants import (
     Fault,
     History,
     Scrape,
+    Trust,
     Violation,
     check_history,
     differences,
+    publications,
+    revocations_observed,
 )
 from chaos.observer import Observer, scrape_publications
 from chaos.system import BUCKET, System
@@ -127,6 +130,10 @@ class Chaos:
     served: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     scrapes: dict[str, Scrape] = field(default_factory=dict)
     pending: list[Action] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.setting = self.system.setting(self.served)  # `served` fills in as the loop serves
+        self.trust = Trust(self.setting)
 
     @property
     def fleets(self) -> list[str]:
@@ -259,9 +266,9 @@ class Chaos:
 
     async def converge(self) -> tuple[float | None, list[str]]:
         started = time.monotonic()
-        setting = self.system.setting(self.served)
         while True:
-            found = differences(self.history, setting, self.fleets, self.system.operator_now())
+            found = differences(self.history, self.setting, self.fleets,
+                                self.system.operator_now(), self.trust)
             if not found:
                 return time.monotonic() - started, []
             if time.monotonic() - started > self.converge_timeout:
@@ -291,8 +298,8 @@ class Chaos:
         await self.apply_pending(time.monotonic() + self.converge_timeout)
         seconds, unconverged = await self.converge()
         self.scrape(final=True)
-        found = check_history(self.history, self.system.setting(self.served), time.time(),
-                              list(self.scrapes.values()))
+        found = check_history(self.history, self.setting, time.time(),
+                              list(self.scrapes.values()), self.trust)
         if seconds is None:
             found.append(Violation("not-converged", f"iteration {number} ({kind})",
                                    "; ".join(unconverged[:12])))
@@ -362,6 +369,9 @@ async def run_chaos(*, iterations: int, seed: int, faults: Sequence[str], workdi
         chaos.outcomes()
         report.notes.update({f"proxy {k}": v for k, v in system.proxy.counts.items()})
         report.notes["watch relists"] = history.relists
+        report.notes["publications checked"] = len(publications(history))
+        report.notes["revoked keys"] = sum(len(revocations_observed(history, f))
+                                           for f in chaos.fleets)
     finally:
         if observer is not None:
             await observer.stop()

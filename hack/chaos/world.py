@@ -11,9 +11,10 @@ rollbacks below the floor, jumps too far above it, releases signed by a revoked 
 another tier, by a key the fleet does not know, with a spec that differs from what was signed,
 replays of a published manifest under another name, bursts of good releases to one channel
 (they race each other); key rotations (a successor that activates in a few seconds, with a short
-overlap), short-lived keys, and revocations (with the root's signed statement or without). Artifacts are served from file:// (the sidecar's fileRoot) or s3://.
-The security versions follow the floor as last observed, so the good ones are mostly good and
-races make some of them rollbacks.
+overlap), short-lived keys, and revocations (with the root's signed statement or without).
+Artifacts are served from file:// (the sidecar's fileRoot) or s3://. The security versions
+follow the floor as last observed, so the good ones are mostly good and races make some of them
+rollbacks.
 """
 from __future__ import annotations
 
