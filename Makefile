@@ -1,4 +1,4 @@
-.PHONY: demo test setup crds lint chaos
+.PHONY: demo test setup crds lint bench chaos
 
 demo:   ## set everything up and show the gate at work, end to end
 	bash hack/demo.sh
@@ -11,6 +11,9 @@ setup:  ## only install (venv, SoftHSM2, control-plane binaries)
 
 crds:   ## regenerate crds/*.yaml from the pydantic models
 	.venv/bin/python -m flashgate.api.crdgen
+
+bench:  ## install what is needed, then the benchmarks: figures and charts in bench/results/
+	bash hack/bench.sh $(ARGS)
 
 chaos:  ## the chaos loop: faults and invariants (ARGS="--iterations 100" for the long run)
 	PYTHONPATH=hack .venv/bin/python -m chaos $(ARGS)

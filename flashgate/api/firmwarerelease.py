@@ -1,13 +1,13 @@
 """FirmwareRelease: a firmware build asking to be published to a fleet."""
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import ConfigDict, Field, field_validator
 
 from flashgate.api.schema import (
     _DNS_LABEL_WORDS,
     _OBSERVED_GENERATION,
-    API_VERSION,
+    AGE_COLUMN,
     ARTIFACT_NAME_PATTERN,
     ARTIFACT_URL_PATTERN,
     DEFAULT_CHANNEL,
@@ -348,13 +348,10 @@ class FirmwareRelease(Resource):
                           "Whether the release is published.", priority=1),
             PrinterColumn("Reason", "string", ".status.reason",
                           "Why the release was refused or withdrawn."),
-            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+            AGE_COLUMN,
         ),
     )
 
-    api_version: str = Field(default=API_VERSION, description="ota.flashgate.dev/v1alpha1")
-    kind: str = Field(default="FirmwareRelease", description="FirmwareRelease")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
     spec: FirmwareReleaseSpec = Field(
         description=(
             "The release as signed. Immutable: the API server refuses any edit, so a new build "

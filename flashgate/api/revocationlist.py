@@ -1,19 +1,18 @@
 """RevocationList: the keys revoked in a fleet, for good, whatever happens to their SigningKeys."""
 
 import re
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import ConfigDict, Field, field_validator
 
 from flashgate.api.schema import (
-    API_VERSION,
+    AGE_COLUMN,
     BASE64_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
     MAX_ENVELOPE_BASE64,
     PEM_PUBLIC_KEY_PATTERN,
     SHA256_HEX_PATTERN,
     CRDNames,
-    PrinterColumn,
     Resource,
     Timestamp,
     _cel,
@@ -135,13 +134,10 @@ class RevocationList(Resource):
         singular="revocationlist",
         short_names=("rvl",),
         printer_columns=(
-            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+            AGE_COLUMN,
         ),
     )
 
-    api_version: str = Field(default=API_VERSION, description="ota.flashgate.dev/v1alpha1")
-    kind: str = Field(default="RevocationList", description="RevocationList")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
     spec: RevocationListSpec = Field(
         default_factory=RevocationListSpec,
         description="The revoked keys of the fleet.",

@@ -1,13 +1,13 @@
 """RollbackFloor: the anti-rollback floor of one product and tier of a fleet."""
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import ConfigDict, Field
 
 from flashgate.api.schema import (
     _DNS_LABEL_WORDS,
     _OBSERVED_GENERATION,
-    API_VERSION,
+    AGE_COLUMN,
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
     MAX_DOCUMENT_CHARS,
@@ -196,13 +196,10 @@ class RollbackFloor(Resource):
                           "The lowest securityVersion a new release may carry."),
             PrinterColumn("RaisedBy", "string", ".status.lastRaisedBy",
                           "The release that last raised the floor.", priority=1),
-            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+            AGE_COLUMN,
         ),
     )
 
-    api_version: str = Field(default=API_VERSION, description="ota.flashgate.dev/v1alpha1")
-    kind: str = Field(default="RollbackFloor", description="RollbackFloor")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
     spec: RollbackFloorSpec = Field(
         description=(
             "The product, tier (both immutable) and the floor itself, which only goes up."

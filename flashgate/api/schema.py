@@ -117,6 +117,10 @@ class PrinterColumn:
     priority: int = 0
 
 
+AGE_COLUMN = PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation.")
+"""The last column of every kind, as kubectl shows it for built-in kinds."""
+
+
 @dataclass(frozen=True)
 class CRDNames:
     """How a kind is served: its names, categories and printer columns."""
@@ -138,10 +142,22 @@ class CRDNames:
 
 
 class Resource(_Model):
-    """Base of the three kinds: a Kubernetes object with spec and status, served as ``crd``."""
+    """Base of the kinds: a Kubernetes object with a spec (and a status), served as ``crd``.
+
+    apiVersion and kind default to this kind's (the CRD generator writes their standard schema
+    whatever is said here); metadata is the standard object metadata, unmodelled.
+    """
 
     model_config = ConfigDict(extra="ignore")
     crd: ClassVar[CRDNames]
+
+    api_version: str = Field(default=API_VERSION, description="ota.flashgate.dev/v1alpha1")
+    kind: str = Field(default="", description="The kind's name.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
+
+    def model_post_init(self, context: Any, /) -> None:
+        if not self.kind:
+            self.kind = self.crd.kind
 
 
 def _immutable(field: str, hint: str) -> dict[str, Any]:

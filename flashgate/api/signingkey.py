@@ -1,13 +1,13 @@
 """SigningKey: a public key the fleet root endorsed for one tier of a fleet."""
 
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import ConfigDict, Field
 
 from flashgate.api.schema import (
     _OBSERVED_GENERATION,
-    API_VERSION,
+    AGE_COLUMN,
     BASE64_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
     MAX_ENVELOPE_BASE64,
@@ -361,13 +361,10 @@ class SigningKey(Resource):
             PrinterColumn("Ready", "string", '.status.conditions[?(@.type=="Ready")].status',
                           "Whether the key is the Active signer of its tier.", priority=1),
             PrinterColumn("Reason", "string", ".status.reason", "Why the key is in its phase."),
-            PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
+            AGE_COLUMN,
         ),
     )
 
-    api_version: str = Field(default=API_VERSION, description="ota.flashgate.dev/v1alpha1")
-    kind: str = Field(default="SigningKey", description="SigningKey")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Standard object metadata.")
     spec: SigningKeySpec = Field(
         description=(
             "The key: its tier, algorithm and public key (immutable), validity, the root's "

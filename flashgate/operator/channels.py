@@ -2,14 +2,14 @@
 
 Anyone who may write ConfigMaps in a fleet's namespace could add a job document to a channel (a
 Rejected release's, say) or change one. The truth is each floor's publication ledger
-(`ledger.channel_documents`): the guard compares every channel ConfigMap with it, when the
+(`ledger.channel_content`): the guard compares every channel ConfigMap with it, when the
 ConfigMap changes by someone else's hand and once for every fleet at start-up, and writes back
 exactly what the ledger says, with a Warning event on the ConfigMap and a metric.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from flashgate.api import RollbackFloor
@@ -55,7 +55,7 @@ class ChannelGuard:
         fleet, name = object_key(obj)
         if event == SYNC or parse_channel_name(name) is None:
             return None
-        if event != "DELETED" and self.store.wrote(fleet, name, obj.get("data") or {}):
+        if event != "DELETED" and self.store.wrote(fleet, name, obj):
             return None
         return fleet, name
 
@@ -87,15 +87,20 @@ class ChannelGuard:
 
     async def _repair(self, fleet: str, product: str, channel: str,
                       floors: Iterable[RollbackFloor]) -> int:
-        desired = ledger.channel_documents(floors, channel)
+        floors = list(floors)
         changes: list[str] = []
+        desired = ledger.ChannelContent()
 
-        def update(data: Mapping[str, str]) -> Mapping[str, str] | None:
+        def update(content: ledger.ChannelContent) -> ledger.ChannelContent | None:
+            nonlocal desired
+            desired = ledger.channel_content(floors, channel, content)
             changes.clear()
-            for key in sorted(set(data) | set(desired)):
-                if data.get(key) != desired.get(key):
-                    changes.append(f"{key} {'restored' if key in desired else 'removed'}")
-            return None if not changes else dict(desired)
+            for key in sorted(set(content.documents) | set(desired.documents)):
+                if content.documents.get(key) != desired.documents.get(key):
+                    changes.append(f"{key} {'restored' if key in desired.documents else 'removed'}")
+            if content.sequences != desired.sequences and not changes:
+                changes.append("publication sequences restored")
+            return None if not changes else desired
 
         name = ledger.channel_name(product, channel)
         written = await self.store.update_channel(fleet, product, channel, update)

@@ -6,8 +6,11 @@ changes) and its own observedGeneration. `Ready` is the one printer columns and 
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
 
 from flashgate.api import Condition, ConditionStatus
 from flashgate.trust.vocabulary import Reason
@@ -41,6 +44,18 @@ def condition(type_: str, status: bool | None, reason: str, message: str,
                 else ConditionStatus.TRUE if status else ConditionStatus.FALSE),
         reason=reason, message=message[:32768], last_transition_time=now,
         observed_generation=generation)
+
+
+def parse_conditions(status: Mapping[str, Any]) -> list[Condition]:
+    """The conditions of an object's status that parse (a malformed one is left out: it will be
+    replaced)."""
+    found = []
+    for raw in status.get("conditions") or ():
+        try:
+            found.append(Condition.model_validate(raw))
+        except ValidationError:
+            continue
+    return found
 
 
 def merge_conditions(old: Iterable[Condition], new: Sequence[Condition]) -> list[Condition]:

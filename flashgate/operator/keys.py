@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
 from flashgate.api import (
     Condition,
     RevocationList,
@@ -30,7 +28,7 @@ from flashgate.api import (
     SigningKeyStatus,
 )
 from flashgate.operator import bundle
-from flashgate.operator.conditions import condition, merge_conditions
+from flashgate.operator.conditions import condition, merge_conditions, parse_conditions
 from flashgate.operator.fleets import FleetView, ParsedKey, UnusableKey
 from flashgate.operator.kube import JSON
 from flashgate.operator.metrics import Metrics
@@ -202,7 +200,7 @@ class KeyKeeper:
             message=result.message,
             trusted_from=_time(result.trusted_from), trusted_until=_time(result.trusted_until),
             next_transition=_time(result.next_transition),
-            conditions=merge_conditions(_parse_conditions(status), conditions),
+            conditions=merge_conditions(parse_conditions(status), conditions),
             observed_generation=generation).to_k8s()
         await self._patch(fleet, key.name, key.obj, status, new, result)
 
@@ -214,7 +212,7 @@ class KeyKeeper:
         now = self.now()
         new = SigningKeyStatus(
             phase=KeyPhase.Invalid, reason="SpecInvalid", message=bad.message,
-            conditions=merge_conditions(_parse_conditions(status), [
+            conditions=merge_conditions(parse_conditions(status), [
                 condition("Trusted", False, "SpecInvalid", bad.message, generation, now),
                 condition("Ready", False, "SpecInvalid", bad.message, generation, now)]),
             observed_generation=generation).to_k8s()
@@ -240,13 +238,3 @@ class KeyKeeper:
 
 def _time(seconds: int | None) -> datetime | None:
     return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
-
-
-def _parse_conditions(status: Mapping[str, Any]) -> list[Condition]:
-    found = []
-    for raw in status.get("conditions") or ():
-        try:
-            found.append(Condition.model_validate(raw))
-        except ValidationError:
-            continue
-    return found

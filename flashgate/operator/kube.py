@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ JSON = dict[str, Any]
 _RETRIES_429 = 5
 _MAX_RETRY_AFTER = 5.0
 _REQUEST_TIMEOUT = 30.0
+_TOKEN_REFRESH_SECONDS = 60.0
 WATCH_SERVER_TIMEOUT = 290  # seconds the API server keeps a watch open before it ends it
 
 
@@ -113,6 +115,7 @@ class Kube:
         self._ssl = _ssl_context(cfg)
         self._session: aiohttp.ClientSession | None = None
         self._watch_session: aiohttp.ClientSession | None = None
+        self._token_read: tuple[float, str | None] | None = None
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> Kube:
@@ -141,10 +144,19 @@ class Kube:
             if session is not None:
                 await session.close()
 
+    def _token(self) -> str | None:
+        """The bearer token, asked of the credentials loader at most once a minute: its hook
+        re-reads rotated ServiceAccount tokens and exec plugins, and costs as much as the rest of
+        a request."""
+        now = time.monotonic()
+        if self._token_read is None or now - self._token_read[0] > _TOKEN_REFRESH_SECONDS:
+            token = self._cfg.get_api_key_with_prefix("BearerToken", alias="authorization")
+            self._token_read = (now, token)
+        return self._token_read[1]
+
     def _headers(self, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
-        # The loader's hook refreshes rotated ServiceAccount tokens and exec-plugin tokens.
-        token = self._cfg.get_api_key_with_prefix("BearerToken", alias="authorization")
+        token = self._token()
         if token:
             headers["Authorization"] = token
         if content_type:

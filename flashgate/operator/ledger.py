@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,6 +78,27 @@ def job_document(*, fleet: str, name: str, spec: FirmwareReleaseSpec,
 
 def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+SEQUENCE_ANNOTATION = "ota.flashgate.dev/sequence."
+"""Per tier, on a channel ConfigMap: the ledger sequence of the job document it holds, so that a
+channel write can tell an older publication from a newer one without reading the floor again."""
+
+
+@dataclass(frozen=True)
+class ChannelContent:
+    """What a channel ConfigMap holds: per tier, a job document and its publication sequence."""
+
+    documents: Mapping[str, str] = field(default_factory=dict)  # "<tier>.json" -> document
+    sequences: Mapping[str, int] = field(default_factory=dict)  # "<tier>" -> sequence
+
+    def without(self, tier: str) -> ChannelContent:
+        return ChannelContent({k: v for k, v in self.documents.items() if k != f"{tier}.json"},
+                              {k: v for k, v in self.sequences.items() if k != tier})
+
+    def with_document(self, tier: str, document: str, sequence: int) -> ChannelContent:
+        return ChannelContent({**self.documents, f"{tier}.json": document},
+                              {**self.sequences, tier: sequence})
 
 
 @dataclass(frozen=True)
@@ -211,17 +232,24 @@ def withdraw(floor: RollbackFloor, key_ids: Iterable[str], now: datetime) -> Rol
         update={"publications": entries})})
 
 
-def channel_documents(floors: Iterable[RollbackFloor], channel: str) -> dict[str, str]:
-    """What a channel ConfigMap must hold, from the floors (one per tier) of its product:
-    `<tier>.json` -> the current entry's job document, for every tier whose current entry is
-    published and not withdrawn. An entry without a kept document (too large to keep) is left
-    out: the caller restores it from the release itself."""
-    data: dict[str, str] = {}
+def channel_content(floors: Iterable[RollbackFloor], channel: str,
+                    present: ChannelContent | None = None) -> ChannelContent:
+    """What a channel ConfigMap must hold, from the floors (one per tier) of its product: for
+    every tier whose current entry is published and not withdrawn, its job document and
+    sequence. A current entry whose document was too large to keep in the ledger keeps the
+    document `present` holds for that very sequence (none else can be told to be right)."""
+    content = ChannelContent()
+    present = present or ChannelContent()
     for floor in floors:
-        current = head(floor, channel)
-        if current is not None and current.withdrawn_at is None and current.document:
-            data[f"{floor.spec.tier}.json"] = current.document
-    return data
+        tier, current = str(floor.spec.tier), head(floor, channel)
+        if current is None or current.withdrawn_at is not None:
+            continue
+        document = current.document
+        if document is None and present.sequences.get(tier) == current.sequence:
+            document = present.documents.get(f"{tier}.json")
+        if document is not None:
+            content = content.with_document(tier, document, current.sequence)
+    return content
 
 
 def document_fields(text: str) -> Mapping[str, Any]:

@@ -147,8 +147,7 @@ class Operator:
         labels = (obj.get("metadata") or {}).get("labels") or {}
         if labels.get("ota.flashgate.dev/kind") == "trust-bundle":
             fleet, _ = object_key(obj)
-            data = obj.get("data") or {}
-            if event == "DELETED" or not self.keeper.store.wrote(fleet, object_key(obj)[1], data):
+            if event == "DELETED" or not self.keeper.store.wrote(fleet, object_key(obj)[1], obj):
                 self.fleets.add(fleet)  # someone else's hand: the keys' reconcile rewrites it
             return
         self.view.on_channel(event, obj)

@@ -39,7 +39,12 @@ from pydantic import ValidationError
 
 from flashgate.api import FirmwareReleaseSpec, Publication, RollbackFloor, rollback_floor_name
 from flashgate.operator import ledger
-from flashgate.operator.conditions import condition, merge_conditions, release_conditions
+from flashgate.operator.conditions import (
+    condition,
+    merge_conditions,
+    parse_conditions,
+    release_conditions,
+)
 from flashgate.operator.failpoints import failpoint
 from flashgate.operator.fleets import FINAL_PHASES, FleetView
 from flashgate.operator.kube import JSON
@@ -49,7 +54,7 @@ from flashgate.operator.store import FIRMWARE_RELEASES, Store
 from flashgate.trust.fleet import signer_key_ids
 from flashgate.trust.vocabulary import Reason
 from flashgate.verifier_api.client import VerifierUnavailable
-from flashgate.verifier_api.models import ReleaseRequest, ReleaseVerdict
+from flashgate.verifier_api.models import ReleaseProgress, ReleaseRequest, ReleaseVerdict
 
 log = logging.getLogger("flashgate.operator")
 
@@ -60,10 +65,14 @@ VERIFYING_AFTER = 3.0
 """A verification that takes longer than this is shown as Verifying (a quick one is not: that
 status write would cost more than the whole verification, and under load it would add a write to
 every release just when writes are scarcest)."""
+PROGRESS_EVERY = 15.0
+"""How often a long wait's Verifying message is brought up to date (if it changed)."""
 
 
 class Verifier(Protocol):
     async def verify_release(self, request: ReleaseRequest) -> ReleaseVerdict: ...
+
+    async def progress(self, fleet: str, name: str) -> ReleaseProgress: ...
 
 
 @dataclass(frozen=True)
@@ -82,17 +91,6 @@ class Release:
     @property
     def subject(self) -> str:
         return f"{self.spec.product}/{self.spec.tier}"
-
-
-def _conditions(status: Mapping[str, Any]) -> list[Any]:
-    from flashgate.api import Condition
-    found = []
-    for raw in status.get("conditions") or ():
-        try:
-            found.append(Condition.model_validate(raw))
-        except ValidationError:
-            continue
-    return found
 
 
 @dataclass
@@ -197,8 +195,8 @@ class ReleaseGate:
         spec = release.spec
         if entry.withdrawn_at is None:
             current = ledger.head(floor, spec.channel)
-            if current is not None and current.sequence == entry.sequence and entry.document:
-                await self._write_channel(release, floor, entry)
+            if current is not None and current.sequence == entry.sequence:
+                await self._write_channel(release, entry)
             failpoint("after-channel-write")
             # Invariant 4, the second time: fresh from the API server, after the write.
             record = await self.store.get_revocations(release.fleet)
@@ -231,25 +229,19 @@ class ReleaseGate:
                                "publishedTo": where})
         return None
 
-    async def _write_channel(self, release: Release, floor: RollbackFloor,
-                             entry: Publication) -> None:
+    async def _write_channel(self, release: Release, entry: Publication) -> None:
         """Invariant 6: put the job document in the channel unless a newer publication of this
-        product and tier already replaced it there."""
-        spec, tier_key = release.spec, f"{release.spec.tier}.json"
-        document = entry.document
-        assert document is not None
+        product and tier is there already: the ConfigMap carries the ledger sequence of each
+        document it holds, and it is read-modify-written, so whatever order concurrent
+        publications reach it in, the newest stays."""
+        spec, tier = release.spec, str(release.spec.tier)
+        document = entry.document or ledger.job_document(  # too large to keep in the ledger
+            fleet=release.fleet, name=release.name, spec=spec, published_at=entry.published_at)
 
-        def update(data: Mapping[str, str]) -> Mapping[str, str] | None:
-            present = data.get(tier_key)
-            if present == document:
-                return None
-            there = ledger.document_fields(present or "{}").get("release")
-            newer = [p for p in ledger.publications(floor)
-                     if p.release == there and p.channel == spec.channel
-                     and p.sequence > entry.sequence]
-            if newer:
-                return None
-            return {**data, tier_key: document}
+        def update(content: ledger.ChannelContent) -> ledger.ChannelContent | None:
+            if content.sequences.get(tier, 0) >= entry.sequence:
+                return None  # this publication, or a newer one, is there
+            return content.with_document(tier, document, entry.sequence)
 
         if await self.store.update_channel(release.fleet, spec.product, spec.channel, update):
             self.metrics.channel_writes.labels(release.fleet).inc()
@@ -299,30 +291,30 @@ class ReleaseGate:
 
     async def _remove_document(self, fleet: str, floor: RollbackFloor,
                                entry: Publication) -> None:
-        tier_key = f"{floor.spec.tier}.json"
+        tier = str(floor.spec.tier)
 
-        def update(data: Mapping[str, str]) -> Mapping[str, str] | None:
-            there = ledger.document_fields(data.get(tier_key, "{}"))
+        def update(content: ledger.ChannelContent) -> ledger.ChannelContent | None:
+            there = ledger.document_fields(content.documents.get(f"{tier}.json", "{}"))
             if there.get("release") != entry.release:
                 return None
-            return {k: v for k, v in data.items() if k != tier_key}
+            return content.without(tier)
 
         await self.store.update_channel(fleet, floor.spec.product, entry.channel, update)
 
     async def _scrub_channel(self, fleet: str, cm: JSON, key_ids: AbstractSet[str]) -> None:
-        from flashgate.operator.channels import signer_key_ids
-        labels = (cm.get("metadata") or {}).get("labels") or {}
-        product, channel = labels.get("ota.flashgate.dev/product"), \
-            labels.get("ota.flashgate.dev/channel")
-        if not product or not channel:
+        from flashgate.operator.channels import parse_channel_name, signer_key_ids
+        parsed = parse_channel_name(str((cm.get("metadata") or {}).get("name")))
+        if parsed is None:
             return
 
-        def update(data: Mapping[str, str]) -> Mapping[str, str] | None:
-            keep = {k: v for k, v in data.items()
-                    if key_ids.isdisjoint(signer_key_ids(v))}
-            return keep if len(keep) != len(data) else None
+        def update(content: ledger.ChannelContent) -> ledger.ChannelContent | None:
+            signed = [key.removesuffix(".json") for key, text in content.documents.items()
+                      if not key_ids.isdisjoint(signer_key_ids(text))]
+            for tier in signed:
+                content = content.without(tier)
+            return content if signed else None
 
-        await self.store.update_channel(fleet, product, channel, update)
+        await self.store.update_channel(fleet, *parsed, update)
 
     # ---- verification ---------------------------------------------------------------------
 
@@ -338,12 +330,18 @@ class ReleaseGate:
                 release.fleet, now, signer_key_ids(release.spec.signatures))]})
         call = asyncio.ensure_future(self.verifier.verify_release(request))
         try:
-            done, _ = await asyncio.wait({call}, timeout=VERIFYING_AFTER)
-            if not done:
-                await self._status(release.obj, release.generation, phase="Verifying",
-                                   reason=None, message="verifying: signatures, rollback floor "
-                                   "and artifact (fetched and hashed by the verifier sidecar)")
-            return await call
+            shown, wait = "", VERIFYING_AFTER
+            while True:
+                done, _ = await asyncio.wait({call}, timeout=wait)
+                if done:
+                    return await call
+                # A long wait says where it stands, rather than a silent Verifying.
+                message = await self._progress(release)
+                if message != shown:
+                    await self._status(release.obj, release.generation, phase="Verifying",
+                                       reason=None, message=message)
+                    shown = message
+                wait = PROGRESS_EVERY
         except VerifierUnavailable as error:
             self.metrics.verifier_unavailable.labels("release").inc()
             message = f"verifier sidecar unavailable, nothing published; retrying: {error}"
@@ -354,6 +352,21 @@ class ReleaseGate:
         finally:
             if not call.done():
                 call.cancel()
+
+    async def _progress(self, release: Release) -> str:
+        """What the release is waiting for, in words (from the sidecar's download slots)."""
+        base = "verifying: signatures, rollback floor and artifact"
+        try:
+            progress = await self.verifier.progress(release.fleet, release.name)
+        except VerifierUnavailable:
+            return base
+        if progress.state == "queued":
+            return (f"{base}: queued behind {progress.ahead} download(s) of this fleet "
+                    f"({progress.active} running in all)")
+        if progress.state == "fetching":
+            return (f"{base}: downloading, {progress.bytes_read} of "
+                    f"{release.spec.artifact.size} bytes")
+        return base
 
     def _backoff(self, release: Release) -> float:
         key = (release.fleet, release.name)
@@ -435,13 +448,13 @@ class ReleaseGate:
         message = redact_text(message)
         if phase == "Withdrawn":
             ready = condition("Ready", False, str(Reason.KeyRevoked), message, generation, now)
-            conditions = merge_conditions(_conditions(status), [ready])
+            conditions = merge_conditions(parse_conditions(status), [ready])
         elif phase == "Verifying":
-            conditions = merge_conditions(_conditions(status), [
+            conditions = merge_conditions(parse_conditions(status), [
                 condition(c, None, "Verifying", message, generation, now)
                 for c in ("SignatureVerified", "RollbackChecked", "IntegrityVerified", "Ready")])
         else:
-            conditions = merge_conditions(_conditions(status), release_conditions(
+            conditions = merge_conditions(parse_conditions(status), release_conditions(
                 reason, message, phase == "Published", generation, now))
         body: dict[str, Any] = {
             "phase": phase, "reason": str(reason) if reason else None, "message": message,

@@ -29,7 +29,12 @@ from flashgate.api import (
     rollback_floor_name,
 )
 from flashgate.operator.kube import JSON, ApiError, Kube, Resource
-from flashgate.operator.ledger import MANAGED_BY, channel_name
+from flashgate.operator.ledger import (
+    MANAGED_BY,
+    SEQUENCE_ANNOTATION,
+    ChannelContent,
+    channel_name,
+)
 
 R = TypeVar("R")
 
@@ -53,8 +58,11 @@ _CONFLICT_RETRIES = 16
 FloorUpdate = Callable[[RollbackFloor | None], tuple[RollbackFloor | None, R]]
 """From the floor as read (None: there is none) to the floor to write (None: write nothing) and
 what the caller wants back."""
-ChannelUpdate = Callable[[Mapping[str, str]], Mapping[str, str] | None]
-"""From a channel ConfigMap's data (empty: there is none) to its new data (None: unchanged)."""
+ChannelUpdate = Callable[[ChannelContent], ChannelContent | None]
+"""From what a channel ConfigMap holds (empty: there is none) to what it must hold (None:
+unchanged)."""
+DataUpdate = Callable[[Mapping[str, str]], Mapping[str, str] | None]
+"""From a ConfigMap's data (empty: there is none) to its new data (None: unchanged)."""
 RevocationUpdate = Callable[[RevocationList | None], RevocationList | None]
 
 
@@ -88,13 +96,13 @@ class Store(Protocol):
     async def list_channels(self, fleet: str) -> list[JSON]: ...
 
     async def update_configmap(self, fleet: str, name: str, labels: Mapping[str, str],
-                               update: ChannelUpdate) -> bool:
+                               update: DataUpdate) -> bool:
         """Another ConfigMap the operator publishes (the trust bundle), read-modify-write."""
         ...
 
-    def wrote(self, fleet: str, name: str, data: Mapping[str, str]) -> bool:
-        """Whether `data` is what this store itself last wrote to that ConfigMap (a watch event
-        of our own write is not drift)."""
+    def wrote(self, fleet: str, name: str, configmap: JSON) -> bool:
+        """Whether this ConfigMap's content is what this store itself last wrote there (a watch
+        event of our own write is not drift)."""
         ...
 
     async def get_revocations(self, fleet: str) -> RevocationList | None: ...
@@ -128,13 +136,17 @@ class KubeStore:
 
     # ---- releases and keys ----------------------------------------------------------------
 
-    async def get_release(self, fleet: str, name: str) -> JSON | None:
+    async def _get(self, resource: Resource, fleet: str, name: str) -> JSON | None:
+        """The object, or None when there is none."""
         try:
-            return await self.kube.get(FIRMWARE_RELEASES, fleet, name)
+            return await self.kube.get(resource, fleet, name)
         except ApiError as error:
             if error.not_found:
                 return None
             raise
+
+    async def get_release(self, fleet: str, name: str) -> JSON | None:
+        return await self._get(FIRMWARE_RELEASES, fleet, name)
 
     async def patch_status(self, resource: Resource, fleet: str, name: str, status: JSON,
                            resource_version: str | None = None) -> JSON | None:
@@ -151,12 +163,7 @@ class KubeStore:
     # ---- rollback floors and their ledgers ------------------------------------------------
 
     async def _read_floor(self, fleet: str, name: str) -> JSON | None:
-        try:
-            return await self.kube.get(ROLLBACK_FLOORS, fleet, name)
-        except ApiError as error:
-            if error.not_found:
-                return None
-            raise
+        return await self._get(ROLLBACK_FLOORS, fleet, name)
 
     async def get_floor(self, fleet: str, product: str, tier: str) -> RollbackFloor | None:
         raw = await self._read_floor(fleet, rollback_floor_name(product, tier))
@@ -213,28 +220,48 @@ class KubeStore:
                              update: ChannelUpdate) -> bool:
         labels = {**CHANNEL_LABELS, "ota.flashgate.dev/product": product,
                   "ota.flashgate.dev/channel": channel}
-        return await self.update_configmap(fleet, channel_name(product, channel), labels, update)
+
+        def on_configmap(data: Mapping[str, str], annotations: Mapping[str, str]
+                         ) -> tuple[Mapping[str, str], Mapping[str, str]] | None:
+            new = update(channel_content({"data": data,
+                                          "metadata": {"annotations": annotations}}))
+            if new is None:
+                return None
+            kept = {k: v for k, v in annotations.items() if not k.startswith(SEQUENCE_ANNOTATION)}
+            return dict(new.documents), {**kept, **{f"{SEQUENCE_ANNOTATION}{tier}": str(n)
+                                                    for tier, n in new.sequences.items()}}
+
+        return await self._update(fleet, channel_name(product, channel), labels, on_configmap)
 
     async def update_configmap(self, fleet: str, name: str, labels: Mapping[str, str],
-                               update: ChannelUpdate) -> bool:
+                               update: DataUpdate) -> bool:
+        def on_configmap(data: Mapping[str, str], annotations: Mapping[str, str]
+                         ) -> tuple[Mapping[str, str], Mapping[str, str]] | None:
+            new = update(data)
+            return None if new is None else (new, annotations)
+
+        return await self._update(fleet, name, labels, on_configmap)
+
+    async def _update(self, fleet: str, name: str, labels: Mapping[str, str],
+                      update: Callable[[Mapping[str, str], Mapping[str, str]],
+                                       tuple[Mapping[str, str], Mapping[str, str]] | None]
+                      ) -> bool:
         labels = {**MANAGED_BY, **labels}
         for _ in range(_CONFLICT_RETRIES):
-            try:
-                cm: JSON | None = await self.kube.get(CONFIGMAPS, fleet, name)
-            except ApiError as error:
-                if not error.not_found:
-                    raise
-                cm = None
-            data = dict((cm or {}).get("data") or {})
-            new = update(data)
+            cm = await self._get(CONFIGMAPS, fleet, name)
             metadata = dict((cm or {}).get("metadata") or {})
+            data = dict((cm or {}).get("data") or {})
+            annotations = dict(metadata.get("annotations") or {})
+            new = update(data, annotations)
             relabel = any(metadata.get("labels", {}).get(k) != v for k, v in labels.items())
             if new is None and not relabel:
                 return False
+            written_data, written_annotations = (new if new is not None else (data, annotations))
             body: JSON = {"apiVersion": "v1", "kind": "ConfigMap",
                           "metadata": {**metadata, "name": name, "namespace": fleet,
-                                       "labels": {**metadata.get("labels", {}), **labels}},
-                          "data": dict(new if new is not None else data)}
+                                       "labels": {**metadata.get("labels", {}), **labels},
+                                       "annotations": dict(written_annotations)},
+                          "data": dict(written_data)}
             try:
                 if cm is None:
                     await self.kube.create(CONFIGMAPS, fleet, body)
@@ -244,12 +271,12 @@ class KubeStore:
                 if error.conflict:
                     continue
                 raise
-            self._written[(fleet, name)] = data_digest(body["data"])
+            self._written[(fleet, name)] = content_digest(body)
             return True
         raise TooManyWriters(f"ConfigMap {fleet}/{name}: too many concurrent writers")
 
-    def wrote(self, fleet: str, name: str, data: Mapping[str, str]) -> bool:
-        return self._written.get((fleet, name)) == data_digest(data)
+    def wrote(self, fleet: str, name: str, configmap: JSON) -> bool:
+        return self._written.get((fleet, name)) == content_digest(configmap)
 
     async def list_channels(self, fleet: str) -> list[JSON]:
         found: list[JSON] = []
@@ -260,13 +287,8 @@ class KubeStore:
     # ---- revocations ------------------------------------------------------------------------
 
     async def get_revocations(self, fleet: str) -> RevocationList | None:
-        try:
-            raw = await self.kube.get(REVOCATION_LISTS, fleet, REVOCATION_LIST_NAME)
-        except ApiError as error:
-            if error.not_found:
-                return None
-            raise
-        return RevocationList.model_validate(raw)
+        raw = await self._get(REVOCATION_LISTS, fleet, REVOCATION_LIST_NAME)
+        return RevocationList.model_validate(raw) if raw is not None else None
 
     async def update_revocations(self, fleet: str, update: RevocationUpdate) -> None:
         for _ in range(_CONFLICT_RETRIES):
@@ -328,9 +350,27 @@ class KubeStore:
         await self.kube.create(EVENTS, body["metadata"]["namespace"], body)
 
 
-def data_digest(data: Mapping[str, str]) -> str:
-    """A digest of a ConfigMap's data, to recognise it."""
+def channel_content(configmap: JSON) -> ChannelContent:
+    """What a channel ConfigMap holds: its job documents and their sequences (annotations)."""
+    annotations = (configmap.get("metadata") or {}).get("annotations") or {}
+    sequences = {}
+    for key, value in annotations.items():
+        if key.startswith(SEQUENCE_ANNOTATION):
+            try:
+                sequences[key.removeprefix(SEQUENCE_ANNOTATION)] = int(value)
+            except ValueError:
+                continue  # forged: the guard restores it
+    return ChannelContent(dict(configmap.get("data") or {}), sequences)
+
+
+def content_digest(configmap: JSON) -> str:
+    """A digest of what a ConfigMap publishes (its data and flashgate's annotations), to
+    recognise it."""
+    annotations = (configmap.get("metadata") or {}).get("annotations") or {}
+    ours = {k: v for k, v in annotations.items() if k.startswith("ota.flashgate.dev/")}
     digest = hashlib.sha256()
-    for key in sorted(data):
-        digest.update(key.encode() + b"\0" + str(data[key]).encode() + b"\0")
+    for part in (configmap.get("data") or {}, ours):
+        for key in sorted(part):
+            digest.update(key.encode() + b"\0" + str(part[key]).encode() + b"\0")
+        digest.update(b"\1")
     return digest.hexdigest()

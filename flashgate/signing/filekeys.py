@@ -3,7 +3,7 @@
 Production keys live in an HSM (PKCS#11); this module is for development keys and tests. It does
 no file I/O: PEM comes in and goes out as bytes, and the caller decides where they are stored.
 ES256 mirrors the HSM path: SHA-256 of ToBeSigned on the host, the digest signed, the signature
-returned as raw r||s (32 + 32 bytes, big-endian; FORMAT.md "Envelope").
+returned as raw r||s (32 + 32 bytes, big-endian; docs/format.md "Envelope").
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ functions the verifier sidecar runs, from the trust core alone:
   key, a key endorsed for two tiers trusted for neither);
 - the retired keys: `flashgate.trust.fleet.retired_names`, the rotation state machine as the
   operator computes it;
-- FORMAT.md steps 1-7 (`trust.verify_release`), then step 8's tail (`trust.check_artifact`) on the
-  local file, read as the sidecar's fetcher reads: at most the signed size + 1 bytes, so a longer
-  file reads as "more bytes than signed".
+- docs/format.md steps 1-7 (`trust.verify_release`), then step 8's tail
+  (`trust.check_artifact`) on the local file, read as the sidecar's fetcher reads: at most the
+  signed size + 1 bytes, so a longer file reads as "more bytes than signed".
 What the cluster does and this does not: fetch the release's URL (so no URL policy and no
 ArtifactUnavailable here).
 """

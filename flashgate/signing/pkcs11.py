@@ -7,7 +7,7 @@ managers; attributes and mechanisms are enums; every CKR_* code is its own excep
 clear messages here; and it has CKM_EC_EDWARDS_KEY_PAIR_GEN/CKM_EDDSA. PyKCS11 mirrors the C API
 through SWIG: untyped, one exception class with a numeric code, templates as raw tuples.
 
-Keys (FORMAT.md "Envelope"):
+Keys (docs/format.md "Envelope"):
 - `ed25519`: CKM_EC_EDWARDS_KEY_PAIR_GEN with CKA_EC_PARAMS = the id-Ed25519 OID (RFC 8410);
   signatures by CKM_EDDSA over ToBeSigned itself.
 - `ecdsa-p256-sha256`: CKM_EC_KEY_PAIR_GEN on P-256; the host hashes ToBeSigned with SHA-256 and

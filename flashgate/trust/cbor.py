@@ -1,4 +1,4 @@
-"""Deterministic CBOR, FORMAT.md "Payloads: deterministic CBOR" (RFC 8949 §4.2.1).
+"""Deterministic CBOR, docs/format.md "Deterministic CBOR" (RFC 8949 §4.2.1).
 
 Only the data model the wire format uses: unsigned and negative integers (64-bit), byte strings,
 UTF-8 text, arrays and maps with integer or text keys. No floats, tags, simple values or indefinite
@@ -6,17 +6,18 @@ lengths.
 
 `encode` is written here rather than taken from cbor2: cbor2's canonical mode orders map keys
 length-first (RFC 7049 §3.9), which differs from RFC 8949's bytewise order of the encoded keys
-(e.g. -1 and 100). `decode` lets cbor2 parse, then re-encodes and compares bytes: whatever is not
-the one deterministic encoding of its value (key order, integer or length width, duplicate keys,
-trailing bytes, tags, floats, indefinite lengths) is refused.
+(e.g. -1 and 100). `decode` is written here too: cbor2 interprets tags while it parses (value
+sharing, tags 28/29, turned a few kilobytes into millions of items before anything could refuse
+them), and this subset is small enough to parse directly. `decode` parses only that subset, checks
+every length against the bytes left before it reads or loops (so no header can make it allocate),
+then re-encodes and compares bytes: whatever is not the one deterministic encoding of its value
+(key order, integer or length width, trailing bytes) is refused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-
-import cbor2
 
 from flashgate.trust.vocabulary import Reason, TrustError
 
@@ -93,27 +94,75 @@ def decode(data: bytes) -> Any:
     """
     raw = bytes(data)
     try:
-        value = cbor2.loads(
-            raw, allow_indefinite=False, allow_duplicate_keys=False, max_depth=_MAX_DEPTH
-        )
-        canonical = encode(value)
-    # cbor2 raises several unrelated types on hostile input (its own errors, ValueError,
-    # OverflowError, ...); all of them mean the same thing here.
-    except Exception as exc:
+        value, end = _item(raw, 0, 0)
+        if end != len(raw):
+            raise _Malformed(f"{len(raw) - end} trailing bytes")
+    except _Malformed as exc:
         raise TrustError(Reason.SignatureInvalid, f"not deterministic CBOR: {exc}") from None
-    if canonical != raw:
+    if encode(value) != raw:
         raise TrustError(
             Reason.SignatureInvalid,
             "not deterministic CBOR: the bytes are not the one deterministic encoding of their "
-            "value (map key order, integer or length width, or trailing bytes)",
+            "value (map key order, or integer or length width)",
         )
-    return _normalise(value)
-
-
-def _normalise(value: Any) -> Any:
-    """Lists for arrays and dicts for maps, whatever container types cbor2 chose."""
-    if isinstance(value, list | tuple):
-        return [_normalise(item) for item in value]
-    if isinstance(value, Mapping):
-        return {key: _normalise(item) for key, item in value.items()}
     return value
+
+
+class _Malformed(Exception):
+    """Outside the subset `decode` reads; becomes TrustError there."""
+
+
+def _item(raw: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    """The data item at `pos` and the position after it (RFC 8949 §3)."""
+    if pos >= len(raw):
+        raise _Malformed("premature end of data")
+    major, info = raw[pos] >> 5, raw[pos] & 0x1F
+    pos += 1
+    if info < 24:
+        arg = info
+    elif info < 28:
+        width = 1 << (info - 24)
+        if width > len(raw) - pos:
+            raise _Malformed("premature end of data")
+        arg = int.from_bytes(raw[pos : pos + width], "big")
+        pos += width
+    else:  # 28-30 are reserved, 31 is an indefinite length or a break
+        raise _Malformed(f"indefinite length or reserved head 0x{raw[pos - 1]:02x}")
+    if major == 0:
+        return arg, pos
+    if major == 1:
+        return -1 - arg, pos
+    if major in (2, 3):
+        if arg > len(raw) - pos:
+            raise _Malformed(f"a string of {arg} bytes where {len(raw) - pos} are left")
+        chunk, pos = raw[pos : pos + arg], pos + arg
+        if major == 2:
+            return chunk, pos
+        try:
+            return chunk.decode("utf-8"), pos
+        except UnicodeDecodeError:
+            raise _Malformed("text is not valid UTF-8") from None
+    if major in (4, 5):
+        if depth >= _MAX_DEPTH:
+            raise _Malformed(f"nested deeper than {_MAX_DEPTH}")
+        # Every item takes at least one byte: a count beyond the bytes left cannot be met.
+        if arg > len(raw) - pos:
+            raise _Malformed(f"{arg} items where {len(raw) - pos} bytes are left")
+        if major == 4:
+            items = []
+            for _ in range(arg):
+                item, pos = _item(raw, pos, depth + 1)
+                items.append(item)
+            return items, pos
+        entries: dict[int | str, Any] = {}
+        for _ in range(arg):
+            key, pos = _item(raw, pos, depth + 1)
+            if type(key) is not int and not isinstance(key, str):
+                raise _Malformed(f"map key {key!r} is neither an integer nor text")
+            if key in entries:
+                raise _Malformed(f"duplicate map key {key!r}")
+            entries[key], pos = _item(raw, pos, depth + 1)
+        return entries, pos
+    if major == 6:
+        raise _Malformed(f"tag {arg}: tags are not used")
+    raise _Malformed("floats and simple values are not used")

@@ -1,10 +1,11 @@
-"""The envelope: tagged COSE_Sign1, FORMAT.md "Envelope" and "Order of checks" steps 1 and 3.
+"""The envelope: tagged COSE_Sign1, docs/format.md "Envelope" and "Order of checks" steps 0-3.
 
     COSE_Sign1 = #6.18([ protected: bstr, unprotected: {}, payload: bstr, signature: bstr ])
     protected  = bstr wrapping the deterministic encoding of { 1: alg, 3: content-type, 4: kid }
 
-`parse_sign1` is step 1 (structure, tag, empty unprotected map, exactly alg/content-type/kid, the
-expected content type); `verify_sign1` is step 3 (alg against the key that the caller chose, then
+`envelope_size` is what step 0 measures. `parse_sign1` is step 0 for its one envelope, then step 1
+(structure, tag, empty unprotected map, exactly alg/content-type/kid, the expected content type);
+`verify_sign1` is step 3 (alg against the key that the caller chose, then
 the signature). The payload is never decoded here: the caller decodes it only after step 3, and
 ToBeSigned is built from the envelope's very `protected` and `payload` bytes.
 """
@@ -74,21 +75,36 @@ def decode_b64(text: str) -> bytes:
     return raw
 
 
+def envelope_size(data: bytes | str) -> int:
+    """Bytes of an envelope after base64 decoding, without decoding it (check 0).
+
+    For text, three bytes per four characters less the padding: exact for valid base64, and what
+    a device computes before it allocates. Anything else that is not bytes counts 0 (check 1
+    refuses it).
+    """
+    if isinstance(data, str):
+        padding = len(data) - len(data.rstrip("="))
+        return len(data) * 3 // 4 - min(padding, 2)
+    if isinstance(data, bytes | bytearray | memoryview):
+        return len(data)
+    return 0
+
+
 def parse_sign1(data: bytes | str, expected_content_type: str) -> Sign1:
-    """FORMAT.md check 1: parse a tagged COSE_Sign1 (CBOR bytes, or its base64 text).
+    """docs/format.md checks 0 (this envelope's size) and 1: parse a tagged COSE_Sign1 (CBOR
+    bytes, or its base64 text).
 
     Raises:
         TrustError: `SignatureInvalid`, saying what is wrong with the structure.
     """
+    size = envelope_size(data)
+    if size > MAX_ENVELOPE_BYTES:
+        raise _invalid(f"envelope is {size} bytes, more than the limit {MAX_ENVELOPE_BYTES}")
     if isinstance(data, str):
-        if len(data) > 4 * -(-MAX_ENVELOPE_BYTES // 3):
-            raise _invalid(f"envelope is larger than {MAX_ENVELOPE_BYTES} bytes")
         data = decode_b64(data)
     if not isinstance(data, bytes | bytearray | memoryview):
         raise _invalid(f"envelope is a {type(data).__name__}, expected bytes or base64 text")
     data = bytes(data)
-    if len(data) > MAX_ENVELOPE_BYTES:
-        raise _invalid(f"envelope is {len(data)} bytes, more than the limit {MAX_ENVELOPE_BYTES}")
     if not data.startswith(_TAG_SIGN1):
         raise _invalid("envelope is not a tagged COSE_Sign1 (CBOR tag 18)")
     try:
@@ -137,7 +153,7 @@ def to_be_signed(protected: bytes, payload: bytes) -> bytes:
 
 
 def verify_sign1(message: Sign1, algorithm: Algorithm, spki_der: bytes) -> None:
-    """FORMAT.md check 3: `alg` must be the key's algorithm (pinned from the key), then the
+    """docs/format.md check 3: `alg` must be the key's algorithm (pinned from the key), then the
     signature.
 
     Raises:

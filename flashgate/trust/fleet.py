@@ -3,7 +3,7 @@ keys the rotation state machine has retired. Pure: specs, roots and `now` in; ve
 `KeyRing` or names out. The verifier sidecar and the signing station both call these functions,
 so `flashgate verify` gives the cluster's verdict.
 
-DESIGN.md "Resources": trust is expensive, distrust is cheap.
+docs/design.md "Resources": trust is expensive, distrust is cheap.
 - `check_signing_key`: did a configured root endorse exactly this spec? The endorsement is
   re-verified against the roots; the spec's tier, algorithm, public key and validity must agree
   with the verified payload.
@@ -277,8 +277,8 @@ class FleetKeyring:
 
 
 def expected_manifest(fleet: str, spec: FirmwareReleaseSpec) -> ReleaseManifest:
-    """The release manifest a FirmwareRelease of `fleet` declares (FORMAT.md step 6 compares the
-    signed one with it, field for field)."""
+    """The release manifest a FirmwareRelease of `fleet` declares (docs/format.md step 6
+    compares the signed one with it, field for field)."""
     return ReleaseManifest(
         fleet=fleet, product=spec.product, tier=spec.tier, version=spec.version,
         security_version=spec.security_version, artifact_name=spec.artifact.name,

@@ -1,11 +1,12 @@
 """The keys a fleet knows, and the root-signed documents that put keys in or out of it.
 
-FORMAT.md "Key endorsement", "Revocation" and "The fleet root"; DESIGN.md "Resources" (the trust
-set of a tier at time t). Trust is expensive: a tier key enters a `KeyRing` only through a
-`KeyRecord` made by `endorsed_record`, whose tier, algorithm and validity come from the verified
-root-signed payload, never from the caller. Distrust is cheap: `revoked=True` needs no signature.
+docs/format.md "Key endorsement", "Revocation" and "The fleet root"; docs/design.md "Resources"
+(the trust set of a tier at time t). Trust is expensive: a tier key enters a `KeyRing` only
+through a `KeyRecord` made by `endorsed_record`, whose tier, algorithm and validity come from the
+verified root-signed payload, never from the caller. Distrust is cheap: `revoked=True` needs no
+signature.
 
-Root-signed documents are checked in the order of FORMAT.md "Order of checks":
+Root-signed documents are checked in the order of docs/format.md "Order of checks":
 1. envelope structure and content type → `SignatureInvalid`;
 2. the signer must be one of the given roots → `UnknownKey` (revoked root → `KeyRevoked`,
    retired root → `KeyExpired`);

@@ -1,8 +1,8 @@
 """Public keys, key ids and raw signature verification.
 
-FORMAT.md "Envelope" (EdDSA over ToBeSigned; ES256 as raw r||s over SHA-256(ToBeSigned), RFC 9053
-§2.1) and "Payloads" (keyId = SHA-256 of the DER SubjectPublicKeyInfo, 64 lowercase hex digits).
-Pure: bytes in, bytes or a bool out.
+docs/format.md "Keys and keyId" (one canonical SubjectPublicKeyInfo per key; keyId = its SHA-256,
+64 lowercase hex digits) and "Envelope" (EdDSA over ToBeSigned; ES256 as raw r||s over
+SHA-256(ToBeSigned), RFC 9053 §2.1). Pure: bytes in, bytes or a bool out.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -23,6 +23,10 @@ PublicKey = Ed25519PublicKey | ec.EllipticCurvePublicKey
 SIGNATURE_BYTES = 64
 """Both algorithms: Ed25519 signatures and ES256 r||s (32 + 32 bytes)."""
 
+# What cryptography raises for bytes that are not a key it can load: besides ValueError, it raises
+# UnsupportedAlgorithm for algorithms and curves it knows by OID but does not implement.
+_NOT_A_KEY = (ValueError, TypeError, UnsupportedAlgorithm)
+
 
 def key_id(spki_der: bytes) -> str:
     """The keyId of a key: hex SHA-256 of its DER SubjectPublicKeyInfo."""
@@ -32,10 +36,11 @@ def key_id(spki_der: bytes) -> str:
 def load_spki(spki_der: bytes, algorithm: Algorithm) -> PublicKey:
     """Load a DER SubjectPublicKeyInfo that must hold a key of `algorithm`.
 
-    The DER must be the key's one canonical encoding (uncompressed P-256 point, nothing trailing),
-    so that one key has exactly one keyId. Loaded keys are remembered (a fleet verifies with the
-    same few keys again and again; loading and checking a P-256 point costs as much as a third
-    of a verification); refusals are not.
+    The DER must be the key's one canonical encoding (uncompressed P-256 point, nothing trailing;
+    an Ed25519 point with y < p), so that one key has exactly one keyId; an Ed25519 key of small
+    order is refused too. Loaded keys are remembered (a fleet verifies with the same few keys
+    again and again; loading and checking a P-256 point costs as much as a third of a
+    verification); refusals are not.
 
     Raises:
         TrustError: `SignatureInvalid` when the bytes are not such a key.
@@ -47,7 +52,7 @@ def load_spki(spki_der: bytes, algorithm: Algorithm) -> PublicKey:
 def _load_spki(spki_der: bytes, algorithm: Algorithm) -> PublicKey:
     try:
         key = serialization.load_der_public_key(bytes(spki_der))
-    except (ValueError, TypeError) as exc:
+    except _NOT_A_KEY as exc:
         raise TrustError(
             Reason.SignatureInvalid, f"public key is not a DER SubjectPublicKeyInfo: {exc}"
         ) from None
@@ -66,7 +71,33 @@ def _load_spki(spki_der: bytes, algorithm: Algorithm) -> PublicKey:
         )
     if _spki(loaded) != spki_der:
         raise TrustError(Reason.SignatureInvalid, "public key is not in its canonical DER encoding")
+    if isinstance(loaded, Ed25519PublicKey):
+        _check_ed25519_point(loaded.public_bytes_raw())
     return loaded
+
+
+_ED25519_P = 2**255 - 19
+_ED25519_Y8 = 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7
+# The y of the 8 points whose order divides 8, either sign of x (libsodium refuses the same keys;
+# tests/trust/test_keys.py derives them independently).
+_ED25519_SMALL_ORDER_Y = frozenset({0, 1, _ED25519_P - 1, _ED25519_Y8, _ED25519_P - _ED25519_Y8})
+
+
+def _check_ed25519_point(raw: bytes) -> None:
+    """An Ed25519 key must be spelled canonically and not be of small order.
+
+    OpenSSL loads any 32 bytes. A y >= p is a second spelling of the point with y - p (one key,
+    two keyIds), and a key of small order verifies forged signatures (for the identity,
+    (R = [S]B, S) verifies for every message): a root endorsement of either means more than it
+    says.
+    """
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    if y >= _ED25519_P:
+        raise TrustError(
+            Reason.SignatureInvalid, "Ed25519 public key is not canonical (y is not below p)"
+        )
+    if y in _ED25519_SMALL_ORDER_Y:
+        raise TrustError(Reason.SignatureInvalid, "Ed25519 public key is a point of small order")
 
 
 def _describe(key: object) -> str:
@@ -89,7 +120,7 @@ def spki_from_pem(pem: str) -> bytes:
     """
     try:
         key = serialization.load_pem_public_key(pem.encode("ascii"))
-    except (ValueError, TypeError, UnicodeError) as exc:
+    except (*_NOT_A_KEY, UnicodeError) as exc:
         raise TrustError(
             Reason.SignatureInvalid, f"public key is not a PEM SubjectPublicKeyInfo: {exc}"
         ) from None

@@ -1,8 +1,9 @@
-"""Signed payloads: one frozen dataclass per table of FORMAT.md "Payloads".
+"""Signed payloads: one frozen dataclass per table of docs/format.md "Payloads".
 
-`to_cbor()` and `from_cbor(bytes)` are the only ways in and out. `from_cbor` is FORMAT.md check 4:
-deterministic encoding, exactly the keys of the table, the right types, `v` = 1 and the right
-`type`; anything else is `SignatureInvalid` (it is only ever called on a verified payload).
+`to_cbor()` and `from_cbor(bytes)` are the only ways in and out. `from_cbor` is check 4 of
+docs/format.md "Order of checks": deterministic encoding, exactly the keys of the table, the right
+types, `v` = 1 and the right `type`; anything else is `SignatureInvalid` (it is only ever called on
+a verified payload).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def _fields(data: object, what: str, schema: Mapping[str, type]) -> dict[str, An
         ]
         raise TrustError(
             Reason.SignatureInvalid,
-            f"{what} keys differ from FORMAT.md: " + "; ".join(p for p in problems if p),
+            f"{what} keys differ from its table (docs/format.md): "
+            + "; ".join(p for p in problems if p),
         )
     for key, kind in schema.items():
         value = data[key]
@@ -80,7 +82,7 @@ def _check_uint(name: str, value: int) -> None:
 
 @dataclass(frozen=True)
 class ReleaseManifest:
-    """FORMAT.md "Release manifest" (`application/vnd.flashgate.release+cbor`).
+    """docs/format.md "Release manifest" (`application/vnd.flashgate.release+cbor`).
 
     Attributes:
         fleet: The fleet (the Kubernetes namespace of the release).
@@ -167,7 +169,7 @@ class ReleaseManifest:
         self, signed: ReleaseManifest, labels: tuple[str, str] = ("expected", "signed")
     ) -> list[str]:
         """Each field where `signed` differs from this (expected) manifest, as
-        "field: expected X, signed Y", in FORMAT.md order and wire names."""
+        "field: expected X, signed Y", in docs/format.md order and wire names."""
         pairs = [
             ("fleet", self.fleet, signed.fleet),
             ("product", self.product, signed.product),
@@ -187,7 +189,7 @@ class ReleaseManifest:
 
 @dataclass(frozen=True)
 class KeyEndorsement:
-    """FORMAT.md "Key endorsement" (`application/vnd.flashgate.key+cbor`), signed by the root.
+    """docs/format.md "Key endorsement" (`application/vnd.flashgate.key+cbor`), signed by the root.
 
     The table's own rules hold for every instance: keyId = SHA-256(publicKey), algorithm matches
     publicKey, notAfter > notBefore.
@@ -275,7 +277,7 @@ class KeyEndorsement:
 
 @dataclass(frozen=True)
 class Revocation:
-    """FORMAT.md "Revocation" (`application/vnd.flashgate.revocation+cbor`), signed by the root.
+    """docs/format.md "Revocation" (`...revocation+cbor`), signed by the root.
 
     Attributes:
         fleet: The fleet.

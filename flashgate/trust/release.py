@@ -1,4 +1,4 @@
-"""May this release be published? FORMAT.md "Order of checks", steps 1-7 and the tail of step 8.
+"""May this release be published? docs/format.md "Order of checks", steps 0-7 and the end of 8.
 
 Bytes in, verdict out. The caller supplies the envelopes (CBOR bytes or base64 text), the release
 as the resource declares it (an expected `ReleaseManifest`, fleet = namespace), every key the fleet
@@ -6,7 +6,10 @@ knows (`KeyRing`, roots included), the policy, the stored rollback floor and `no
 artifact and the URL policy live in the verifier sidecar; it reports the observed size and digest
 to `check_artifact`.
 
-Each envelope is checked on its own, in this order (a failed one does not count):
+First, for the release as a whole (before any envelope is decoded):
+0. more than `MAX_SIGNATURES` envelopes, or one of more than `MAX_ENVELOPE_BYTES` after base64
+   decoding (`cose.envelope_size`) → `SignatureInvalid`.
+Then each envelope is checked on its own, in this order (a failed one does not count):
 1. structure, tag, empty unprotected map, exactly alg/content-type/kid, content type
    → `SignatureInvalid`;
 2. the key named by `kid` among all keys of the fleet: revoked → `KeyRevoked`; outside its
@@ -30,7 +33,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from flashgate.trust.cose import CT_RELEASE, parse_sign1, verify_sign1
+from flashgate.trust.cose import (
+    CT_RELEASE,
+    MAX_ENVELOPE_BYTES,
+    envelope_size,
+    parse_sign1,
+    verify_sign1,
+)
 from flashgate.trust.keyring import ROOT, KeyRecord, KeyRing
 from flashgate.trust.payloads import ReleaseManifest
 from flashgate.trust.vocabulary import Reason, Tier, TrustError, Verdict, format_time
@@ -66,7 +75,7 @@ class Policy:
 def check_rollback(
     security_version: int, floor: int | None, max_jump: int, *, subject: str = ""
 ) -> Verdict:
-    """Step 7: the anti-rollback floor (DESIGN.md "Anti-rollback").
+    """Step 7: the anti-rollback floor (docs/design.md "Anti-rollback").
 
     Equal to the floor is allowed (a functional rollback within one security epoch). No floor yet
     (`None`) counts as 0, so the very first release is bounded by `max_jump` too: a stolen key must
@@ -155,7 +164,7 @@ def verify_release(
     floor: int | None,
     now: int,
 ) -> Verdict:
-    """Steps 1-7 of FORMAT.md "Order of checks" (see the module docstring). Never raises.
+    """Steps 0-7 of docs/format.md "Order of checks" (see the module docstring). Never raises.
 
     Args:
         envelopes: The release's signatures: COSE_Sign1 bytes or base64 text, one per signer.
@@ -171,11 +180,19 @@ def verify_release(
     """
     if isinstance(envelopes, str | bytes):
         envelopes = [envelopes]
+    # Step 0: sizes refuse the whole release, before any envelope is decoded.
     if len(envelopes) > MAX_SIGNATURES:
         return Verdict.reject(
             Reason.SignatureInvalid,
             f"release carries {len(envelopes)} signatures, more than the limit {MAX_SIGNATURES}",
         )
+    for index, envelope in enumerate(envelopes, start=1):
+        size = envelope_size(envelope)
+        if size > MAX_ENVELOPE_BYTES:
+            return Verdict.reject(
+                Reason.SignatureInvalid,
+                f"signature {index} is {size} bytes, more than the limit {MAX_ENVELOPE_BYTES}",
+            )
     tier = expected.tier
     needed = policy.threshold(tier)
     signed: list[_Signed] = []

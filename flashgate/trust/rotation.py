@@ -1,4 +1,4 @@
-"""The SigningKey state machine, pure: DESIGN.md "Resources" (SigningKey status.phase).
+"""The SigningKey state machine, pure: docs/design.md "Resources" (SigningKey status.phase).
 
 The phase of a key at time `now`, decided in this order (the first that applies wins):
 1. revoked → `Revoked` (distrust is cheap: even an unendorsed key shows as revoked);

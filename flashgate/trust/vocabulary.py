@@ -1,7 +1,7 @@
 """Vocabulary of the trust core: tiers, algorithms, rejection reasons, the error and the verdict.
 
-Implements the names of DESIGN.md ("Tiers", the closed list of FirmwareRelease rejection reasons)
-and FORMAT.md "Envelope" (the COSE algorithm of each key algorithm). Pure: no I/O.
+Implements the names of docs/design.md ("Tiers", the closed list of FirmwareRelease rejection
+reasons) and docs/format.md "Envelope" (the COSE algorithm of each key algorithm). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class Algorithm(DocEnum):
 
     @property
     def cose_alg(self) -> int:
-        """The COSE `alg` header value (FORMAT.md "Envelope") that this algorithm requires."""
+        """The COSE `alg` header value (docs/format.md "Envelope") that this algorithm requires."""
         return -8 if self is Algorithm.ED25519 else -7
 
 

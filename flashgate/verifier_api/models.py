@@ -1,8 +1,8 @@
 """The verifier sidecar's local API: request and response bodies (the wire contract).
 
-DESIGN.md "Sidecar API". Python names are snake_case, the JSON names camelCase (aliases); both are
-accepted on input. Requests forbid unknown fields (a misspelt `floor` must not read as "no
-floor").
+docs/design.md "The verifier sidecar". Python names are snake_case, the JSON names camelCase
+(aliases); both are accepted on input. Requests forbid unknown fields (a misspelt `floor` must
+not read as "no floor").
 
 The release and key specs inside a request are the API's own models (`flashgate.api`:
 `FirmwareReleaseSpec`, `SigningKeySpec`), with the API's limits: the sidecar takes exactly what

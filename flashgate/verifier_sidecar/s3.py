@@ -1,6 +1,6 @@
 """s3:// artifact URLs: the object's https URL on the configured endpoint, signed with SigV4.
 
-DESIGN.md gives the sidecar read-only object-storage credentials; this module turns
+docs/design.md gives the sidecar read-only object-storage credentials; this module turns
 `s3://bucket/key` into a GET of that object on the configured endpoint (path or virtual-hosted
 style) with an AWS Signature Version 4 `Authorization` header. The request then goes through the
 same https path as any artifact: URL policy (the endpoint is not exempt: a private endpoint must be

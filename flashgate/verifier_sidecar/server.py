@@ -1,6 +1,6 @@
 """The sidecar process: the local HTTP API over the verification service.
 
-DESIGN.md "Sidecar API", plus `GET /v1/verify/release/progress?fleet=F&name=N` (where a release
+docs/design.md "Sidecar API", plus `GET /v1/verify/release/progress?fleet=F&name=N` (where a release
 waiting for its verdict stands: queued behind how many of its fleet, or fetching and how far).
 Listens on loopback or a Unix socket only (the operator container in the
 same pod is the one client); holds no Kubernetes credentials and makes no Kubernetes calls.

@@ -11,7 +11,7 @@ Every decision about signatures and keys is flashgate.trust's; the key ring is b
 - verified endorsements are kept in an `EndorsementCache`, so a release's cost does not grow
   with the number of keys in the fleet; only the keys its envelopes name are looked at;
 - thresholds and the maximum jump come from the sidecar's own configuration.
-Then FORMAT.md steps 1-7 (`trust.verify_release`) and, only if those pass, step 8: URL policy,
+Then docs/format.md steps 1-7 (`trust.verify_release`) and, only if those pass, step 8: URL policy,
 fetch, size and digest (`trust.check_artifact`). Nothing is downloaded for a refused release.
 """
 from __future__ import annotations
@@ -120,7 +120,7 @@ class VerifierService:
     # ---- releases -------------------------------------------------------------------------
 
     async def verify_release(self, request: ReleaseRequest) -> ReleaseVerdict:
-        """FORMAT.md steps 1-8 for one FirmwareRelease; never raises for bad input."""
+        """docs/format.md steps 1-8 for one FirmwareRelease; never raises for bad input."""
         started = time.monotonic()
         spec = request.release
         expected = expected_manifest(request.fleet, spec)

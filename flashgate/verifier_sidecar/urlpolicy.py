@@ -1,21 +1,20 @@
-"""Where the sidecar may fetch an artifact from (FORMAT.md step 8, first part).
+"""Where the sidecar may fetch an artifact from (docs/format.md step 8, first part).
 
-The artifact URL is unsigned (DESIGN.md, Publishing): whoever can write a `FirmwareRelease` chooses
-it. So before any connection the sidecar refuses URLs that would make it a proxy into the pod's
-network: loopback, link-local (cloud metadata at 169.254.169.254), private and carrier-grade NAT
-ranges, cluster-internal names. Every address a name resolves to must pass, and the connection
-then goes only to the addresses that were checked (`CheckedURL.addresses`), so a second DNS answer
-cannot differ from the first (DNS rebinding).
+The artifact URL is unsigned (docs/format.md, the job document): whoever can write a
+`FirmwareRelease` chooses it. So before any connection the sidecar refuses URLs that would make it
+a proxy into the pod's network: loopback, link-local (cloud metadata at 169.254.169.254), private
+and carrier-grade NAT ranges, cluster-internal names. Every address a name resolves to must pass,
+and the connection then goes only to the addresses that were checked (`CheckedURL.addresses`), so a
+second DNS answer cannot differ from the first (DNS rebinding).
 
 Two rules need no DNS and run before a release waits for a download slot (`check_release_url`):
 - no credentials in the URL (userinfo): the URL is published to devices in the job document;
 - the fleet's artifact hosts (`ArtifactPrefixes`, config `artifactURLPrefixes`): when set, the URL
   must lie under one of the prefixes, so whoever can write a FirmwareRelease cannot re-point a
-  channel at a host of their own. Redirects from an admitted URL are governed by the address
-  rules only (devices are given the admitted URL itself).
-
-`redact` is the one way a URL reaches a message or a log line: without userinfo, query or
-fragment (presigned URLs carry their credentials in the query).
+  channel at a host of their own.
+Redirects from an admitted URL are governed by the address rules only (devices are given the
+admitted URL itself). `redact` is the one way a URL reaches a message or a log line: without
+userinfo, query or fragment (presigned URLs carry their credentials in the query).
 """
 from __future__ import annotations
 

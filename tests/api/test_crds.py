@@ -256,7 +256,7 @@ def test_required_fields_and_defaults(crds: dict[str, dict[str, Any]]) -> None:
     signatures = spec["properties"]["signatures"]
     # Required but may be empty: the webhook refuses an unsigned release, and when it is not
     # there the gate records it as Rejected (an alert), rather than the schema hiding it.
-    assert "minItems" not in signatures and signatures["maxItems"] == MAX_SIGNATURES == 16  # FORMAT.md step 0
+    assert "minItems" not in signatures and signatures["maxItems"] == MAX_SIGNATURES == 16  # docs/format.md step 0
     assert signatures["items"]["maxLength"] == MAX_ENVELOPE_BASE64
     assert signatures["x-kubernetes-list-type"] == "set"
     status = release["properties"]["status"]

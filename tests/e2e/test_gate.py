@@ -1,6 +1,6 @@
 """The gate end to end: real API server, real operator and sidecar processes, kubectl apply.
 
-One test per rejection reason of DESIGN.md, the good path, the admission webhook's refusals,
+One test per rejection reason of docs/design.md, the good path, the admission webhook's refusals,
 the sidecar down and back, an operator killed in the middle of a verification, and a release
 deleted after publishing. For reasons the webhook already refuses at apply time, the reconcile
 path is tested with the webhook taken out of the way: it is fast feedback, never the only gate.
@@ -189,7 +189,7 @@ def test_key_not_trusted_for_tier_by_reconcile(fleet: Fleet, no_webhook: None) -
 
 
 def test_config_key_on_a_two_key_bootloader_is_below_threshold(fleet: Fleet, no_webhook: None) -> None:
-    """FORMAT.md step 5: with k > 1 a failed envelope just does not count (ThresholdNotMet);
+    """docs/format.md step 5: with k > 1 a failed envelope just does not count (ThresholdNotMet);
     the message still names why it failed."""
     config_key = fleet.signing_key("cfg", "config")
     fleet.apply(fleet.release_doc("cfg-as-boot", [config_key], tier="bootloader"))

@@ -171,7 +171,8 @@ def slow_server(gate_system: GateSystem) -> Iterator[str]:
     context.load_cert_chain(str(crt), str(key))
     server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    gate_system.sidecar_extra = {"allowedHosts": ["localhost"], "caFile": str(ca)}
+    gate_system.sidecar_extra = {"allowedHosts": ["localhost"], "caFile": str(ca),
+                                 "maxConcurrentFetches": 2, "maxConcurrentFetchesPerFleet": 1}
     gate_system.stop_sidecar()
     gate_system.start_sidecar()
     try:
@@ -198,6 +199,30 @@ def test_release_in_flight_when_its_key_is_revoked_is_not_published(
     assert status["phase"] in ("Rejected", "Withdrawn") and status["reason"] == "KeyRevoked", status
     assert fleet.channel() == {}, "a revoked key's release must never be in a channel"
     assert fleet.floor() is None, "and it raises no floor"
+
+
+def test_one_fleets_slow_downloads_never_starve_another_fleet(
+        fleet: Fleet, gate_system: GateSystem, slow_server: str) -> None:
+    """Item 4: six releases of one fleet behind a slow server hold at most the fleet's share of
+    download slots; another fleet's small release goes through at once, and the waiting ones say
+    what they wait for."""
+    app = fleet.signing_key("app", "application")
+    slow = b"x" * (1 << 20)  # a MiB at ~20 KiB/s: each download outlives the test
+    for n in range(6):
+        doc = fleet.release_doc(f"slow-{n}", [app], data=slow, product=f"gw-{n}")
+        _Slow.bodies[f"/{fleet.namespace}/slow-{n}.bin"] = slow
+        doc["spec"]["artifact"]["url"] = f"{slow_server}/{fleet.namespace}/slow-{n}.bin"
+        fleet.apply(doc)
+    other = Fleet(gate_system, gate_system.kube.namespace("other-fleet"))
+    quick = other.signing_key("app", "application")
+    fleet.wait_for(lambda: "queued behind" in str(
+        _status(fleet.get("firmwarerelease", "slow-5")).get("message")), "a queued release",
+                   timeout=30)
+    started = time.monotonic()
+    other.apply(other.release_doc("quick", [quick], data=b"small" * 800))
+    status = _status(other.wait_phase("firmwarerelease", "quick", {"Published", "Rejected"}))
+    assert status["phase"] == "Published", status
+    assert time.monotonic() - started < 15, "the other fleet waited for the slow downloads"
 
 
 # ---- 3. the floor survives --------------------------------------------------------------------

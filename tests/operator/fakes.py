@@ -24,24 +24,32 @@ from flashgate.operator.channels import ChannelGuard
 from flashgate.operator.fleets import FleetView
 from flashgate.operator.keys import KeyKeeper
 from flashgate.operator.kube import JSON, Resource
-from flashgate.operator.ledger import channel_name
+from flashgate.operator.ledger import SEQUENCE_ANNOTATION, channel_name
 from flashgate.operator.metrics import Metrics
 from flashgate.operator.releases import ReleaseGate
 from flashgate.operator.store import (
     FIRMWARE_RELEASES,
     SIGNING_KEYS,
     ChannelUpdate,
+    DataUpdate,
     FloorUpdate,
     R,
     RevocationUpdate,
-    data_digest,
+    channel_content,
+    content_digest,
 )
 from flashgate.signing.filekeys import KeySigner, generate
 from flashgate.trust import Algorithm
 from flashgate.trust.cose import CT_RELEASE, sign1
 from flashgate.trust.vocabulary import Reason, format_time
 from flashgate.verifier_api.client import VerifierUnavailable
-from flashgate.verifier_api.models import KeyRequest, KeyVerdict, ReleaseRequest, ReleaseVerdict
+from flashgate.verifier_api.models import (
+    KeyRequest,
+    KeyVerdict,
+    ReleaseProgress,
+    ReleaseRequest,
+    ReleaseVerdict,
+)
 
 NOW = 1_790_000_000
 Point = Callable[[str], Awaitable[None]]
@@ -132,29 +140,42 @@ class MemoryStore:
 
     async def update_channel(self, fleet: str, product: str, channel: str,
                              update: ChannelUpdate) -> bool:
-        return await self.update_configmap(fleet, channel_name(product, channel), {
-            "ota.flashgate.dev/kind": "channel", "ota.flashgate.dev/product": product,
-            "ota.flashgate.dev/channel": channel}, update, point=f"update channel {channel}")
-
-    async def update_configmap(self, fleet: str, name: str, labels: Mapping[str, str],
-                               update: ChannelUpdate, point: str = "update configmap") -> bool:
-        await self.point(point)
-        current = self.get("ConfigMap", fleet, name)
-        data = dict((current or {}).get("data") or {})
-        new = update(data)
+        await self.point(f"update channel {channel}")
+        name = channel_name(product, channel)
+        current = self.get("ConfigMap", fleet, name) or {}
+        new = update(channel_content(current))
         if new is None:
             return False
-        self.put("ConfigMap", {"metadata": {"name": name, "namespace": fleet,
-                                            "labels": dict(labels)}, "data": dict(new)})
-        self.written[(fleet, name)] = data_digest(new)
+        labels = {"ota.flashgate.dev/kind": "channel", "ota.flashgate.dev/product": product,
+                  "ota.flashgate.dev/channel": channel}
+        annotations = {f"{SEQUENCE_ANNOTATION}{tier}": str(n) for tier, n in new.sequences.items()}
+        self._write(fleet, name, labels, dict(new.documents), annotations)
         return True
+
+    async def update_configmap(self, fleet: str, name: str, labels: Mapping[str, str],
+                               update: DataUpdate) -> bool:
+        await self.point("update configmap")
+        current = self.get("ConfigMap", fleet, name) or {}
+        new = update(dict(current.get("data") or {}))
+        if new is None:
+            return False
+        self._write(fleet, name, dict(labels), dict(new), {})
+        return True
+
+    def _write(self, fleet: str, name: str, labels: dict[str, str], data: dict[str, str],
+               annotations: dict[str, str]) -> None:
+        written = self.put("ConfigMap", {"metadata": {"name": name, "namespace": fleet,
+                                                      "labels": labels,
+                                                      "annotations": annotations},
+                                         "data": data})
+        self.written[(fleet, name)] = content_digest(written)
 
     async def list_channels(self, fleet: str) -> list[JSON]:
         await self.point("list channels")
         return self.list("ConfigMap", fleet)
 
-    def wrote(self, fleet: str, name: str, data: Mapping[str, str]) -> bool:
-        return self.written.get((fleet, name)) == data_digest(data)
+    def wrote(self, fleet: str, name: str, configmap: JSON) -> bool:
+        return self.written.get((fleet, name)) == content_digest(configmap)
 
     async def get_revocations(self, fleet: str) -> RevocationList | None:
         await self.point("get revocations")
@@ -235,6 +256,9 @@ class ScriptedVerifier:
         return ReleaseVerdict(verdict="accepted", reason=None, message="ok",
                               key_ids=list(self.signers.get(request.name, ())),
                               sha256=spec.artifact.sha256, size=spec.artifact.size)
+
+    async def progress(self, fleet: str, name: str) -> ReleaseProgress:
+        return ReleaseProgress(state="unknown")
 
     async def verify_key(self, request: KeyRequest) -> KeyVerdict:
         if self.down:

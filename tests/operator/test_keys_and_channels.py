@@ -209,6 +209,6 @@ def test_a_forged_trust_bundle_is_rewritten() -> None:
     assert cm is not None
     cm["data"]["bundle.json"] = json.dumps({"endorsements": {"application": ["Zm9yZ2Vk"]}})
     world.store.put("ConfigMap", cm)
-    assert not world.store.wrote(world.fleet, "flashgate-trust-bundle", cm["data"])
+    assert not world.store.wrote(world.fleet, "flashgate-trust-bundle", cm)
     asyncio.run(world.keys())
     assert bundle(world) == good

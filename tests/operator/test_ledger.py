@@ -92,15 +92,17 @@ def test_a_higher_security_version_raises_the_floor() -> None:
     assert floor.status is not None and floor.status.last_raised_by == "v9"
 
 
-def test_channel_documents_follow_the_heads_and_withdrawal() -> None:
+def test_channel_content_follows_the_heads_and_withdrawal() -> None:
     floor = recorded(None, candidate("v1", sv=1, keys=("a" * 64,)))
     floor = recorded(floor, candidate("b1", sv=1, channel="beta", content=b"beta",
                                       keys=("b" * 64,)))
-    assert set(ledger.channel_documents([floor], "stable")) == {"application.json"}
+    stable = ledger.channel_content([floor], "stable")
+    assert set(stable.documents) == {"application.json"} and stable.sequences == {"application": 1}
     withdrawn = ledger.withdraw(floor, {"a" * 64}, NOW)
     assert withdrawn is not None
-    assert ledger.channel_documents([withdrawn], "stable") == {}
-    assert set(ledger.channel_documents([withdrawn], "beta")) == {"application.json"}
+    assert ledger.channel_content([withdrawn], "stable") == ledger.ChannelContent()
+    beta = ledger.channel_content([withdrawn], "beta")
+    assert set(beta.documents) == {"application.json"} and beta.sequences == {"application": 2}
     assert ledger.withdraw(withdrawn, {"a" * 64}, NOW) is None, "nothing left to withdraw"
 
 
@@ -124,3 +126,15 @@ def test_job_document_time_is_utc_seconds() -> None:
     text = ledger.job_document(fleet=FLEET, name="x", spec=spec,
                                published_at=NOW + timedelta(microseconds=5))
     assert '"publishedAt": "2026-09-01T00:00:00Z"' in text
+
+
+def test_a_head_too_large_to_keep_keeps_the_document_of_its_own_sequence_only() -> None:
+    floor = recorded(None, candidate("big", sv=1))
+    entries = [p.model_copy(update={"document": None}) for p in ledger.publications(floor)]
+    assert floor.status is not None
+    floor = floor.model_copy(update={"status": floor.status.model_copy(
+        update={"publications": entries})})
+    same = ledger.ChannelContent({"application.json": "the big one"}, {"application": 1})
+    assert ledger.channel_content([floor], "stable", same) == same
+    other = ledger.ChannelContent({"application.json": "forged"}, {"application": 7})
+    assert ledger.channel_content([floor], "stable", other) == ledger.ChannelContent()

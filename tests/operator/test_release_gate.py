@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from flashgate.api import REVOCATION_LIST_NAME
+from flashgate.api import REVOCATION_LIST_NAME, FirmwareReleaseSpec, Publication
+from flashgate.operator.releases import Release
 from flashgate.trust.vocabulary import Reason
 
 from .fakes import World
@@ -172,3 +173,28 @@ def test_a_revocation_recorded_after_the_precheck_is_caught_after_the_channel_wr
     floor = world.store.get("RollbackFloor", "fleet-a", "gw.application")
     assert floor is not None and floor["status"]["publications"][0]["withdrawnAt"]
     assert "Published" not in world.store.reasons("v1")
+
+
+def test_concurrent_publications_leave_the_newest_in_the_channel_whatever_the_order() -> None:
+    """Two publications of one product, tier and channel reach the ConfigMap in the wrong order:
+    the older one's write finds a newer sequence there and leaves it."""
+    world = World()
+    app = world.add_key("app")
+    world.add_release("older", [app], security_version=3, content=b"1")
+    world.add_release("newer", [app], security_version=3, content=b"2")
+    # The older release is recorded first, then the newer one is decided completely, then the
+    # older one's channel write comes late.
+    older = world.store.get("FirmwareRelease", "fleet-a", "older")
+    assert older is not None
+    asyncio.run(world.decide("older"))
+    asyncio.run(world.decide("newer"))
+    floor = world.store.get("RollbackFloor", "fleet-a", "gw.application")
+    assert floor is not None
+    entries = {p["release"]: p for p in floor["status"]["publications"]}
+    assert entries["newer"]["sequence"] > entries["older"]["sequence"]
+    late = Release(fleet="fleet-a", name="older", uid=older["metadata"]["uid"], generation=1,
+                   resource_version="", spec=FirmwareReleaseSpec.model_validate(older["spec"]),
+                   status={}, obj=older)
+    asyncio.run(world.gate._write_channel(late, Publication.model_validate(entries["older"])))
+    document = json.loads(world.store.channel("fleet-a")["application.json"])
+    assert document["release"] == "newer"

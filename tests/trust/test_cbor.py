@@ -1,7 +1,9 @@
-"""Deterministic CBOR (FORMAT.md "Payloads", RFC 8949 §4.2.1): one value, one encoding."""
+"""Deterministic CBOR (docs/format.md "Deterministic CBOR", RFC 8949 §4.2.1): one value, one encoding."""
 
 from __future__ import annotations
 
+import time
+import tracemalloc
 from typing import Any
 
 import cbor2
@@ -125,6 +127,51 @@ def test_decode_refuses_anything_but_the_deterministic_encoding(kind: str, hex_:
         decode(bytes.fromhex(hex_))
     assert caught.value.reason is Reason.SignatureInvalid
     assert "deterministic" in caught.value.message
+
+
+def _shared_reference_bomb(levels: int, fanout: int) -> bytes:
+    """CBOR value sharing (tags 28/29): level i is an array of `fanout` references to level i-1,
+    so a few kilobytes stand for fanout**(levels - 1) items once the references are followed."""
+    body = b"\xd8\x1c\x81\x00"  # shareable 0: [0]
+    for level in range(1, levels):
+        body += b"\xd8\x1c" + cbor2.dumps([0] * fanout)[:-fanout]  # shareable i: array head
+        body += (b"\xd8\x1d" + encode(level - 1)) * fanout  # fanout x sharedref(i - 1)
+    return encode([0] * levels)[:-levels] + body
+
+
+@pytest.mark.timeout(30)
+def test_tags_are_refused_without_being_interpreted() -> None:
+    # 3000**2 = 9e6 items behind 18 KB (cbor2 followed them: seconds; one more level, hours).
+    bomb = _shared_reference_bomb(levels=3, fanout=3000)
+    assert len(bomb) < 20_000
+    started = time.monotonic()
+    with pytest.raises(TrustError) as caught:
+        decode(bomb)
+    assert time.monotonic() - started < 1.0
+    assert "tag" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("kind", "hex_"),
+    [
+        ("byte string of 2**63 bytes", "5b8000000000000000" + "00"),
+        ("text of 2**64 - 1 bytes", "7bffffffffffffffff" + "00"),
+        ("array of 2**32 items", "9b0000000100000000" + "00"),
+        ("map of 2**28 entries", "ba10000000" + "0000"),
+    ],
+)
+def test_length_headers_are_checked_against_the_bytes_left_before_anything_is_allocated(
+    kind: str, hex_: str
+) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(TrustError) as caught:
+            decode(bytes.fromhex(hex_))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert caught.value.reason is Reason.SignatureInvalid
+    assert peak < 1 << 20, f"{kind}: {peak} bytes allocated"
 
 
 def test_decode_returns_lists_and_dicts() -> None:

@@ -1,4 +1,4 @@
-"""COSE_Sign1 envelopes (FORMAT.md "Envelope", check 1) and strict base64."""
+"""COSE_Sign1 envelopes (docs/format.md "Envelope", check 1) and strict base64."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from flashgate.trust import (
     TrustError,
     decode_b64,
     encode,
+    envelope_size,
     parse_sign1,
     sign1,
     to_be_signed,
@@ -130,7 +131,7 @@ def test_signature_length_is_left_to_the_key_check() -> None:
 def test_envelopes_over_the_size_limit_are_refused_cheaply() -> None:
     big = envelope(payload=b"\x00" * MAX_ENVELOPE_BYTES)
     refused(big, "limit")
-    refused(base64.b64encode(big).decode(), "larger than")
+    refused(base64.b64encode(big).decode(), "more than the limit")
     # Just under the limit is parsed.
     fits = envelope(payload=b"\x00" * (MAX_ENVELOPE_BYTES - 200))
     assert len(fits) <= MAX_ENVELOPE_BYTES
@@ -160,6 +161,12 @@ def test_decode_b64_is_strict(text: str) -> None:
 @given(st.binary(max_size=200))
 def test_decode_b64_round_trip(data: bytes) -> None:
     assert decode_b64(base64.b64encode(data).decode()) == data
+
+
+@given(st.binary(max_size=200))
+def test_envelope_size_of_base64_text_is_its_decoded_length(data: bytes) -> None:
+    assert envelope_size(base64.b64encode(data).decode()) == len(data)
+    assert envelope_size(data) == len(data)
 
 
 @given(st.text(max_size=40))

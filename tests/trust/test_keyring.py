@@ -1,16 +1,19 @@
 """Payload tables, root-signed endorsements and revocations, and the key ring.
 
-FORMAT.md "Key endorsement", "Revocation", "The fleet root"; DESIGN.md trust set.
+docs/format.md "Key endorsement", "Revocation", "The fleet root"; docs/design.md trust set.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 from typing import Any
 
 import cbor2
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -245,6 +248,104 @@ def test_a_root_signed_payload_breaking_the_table_is_invalid(
     verdict = verify_endorsement(envelope, FLEET, roots, **declared(key))
     assert verdict.reason is Reason.SignatureInvalid, verdict.message
     assert words in verdict.message
+
+
+# An SPKI of an algorithm cryptography knows by OID (1.2.3.4 here) but cannot load.
+_UNLOADABLE_SPKI = bytes.fromhex("302a300506032a0304") + bytes.fromhex("032100") + bytes(32)
+
+
+def test_a_root_signed_public_key_that_cryptography_cannot_load_is_invalid(
+    root: KeySigner, roots: list[KeyRecord], key: KeySigner
+) -> None:
+    changes = {"publicKey": _UNLOADABLE_SPKI, "keyId": hashlib.sha256(_UNLOADABLE_SPKI).digest()}
+    envelope = sign1(root, CT_KEY, wire(endorsement_of(key), **changes))
+    verdict = verify_endorsement(envelope, FLEET, roots, **declared(key))  # never raises
+    assert verdict.reason is Reason.SignatureInvalid, verdict.message
+    with pytest.raises(TrustError) as caught:
+        endorsed_record(envelope, FLEET, roots)
+    assert caught.value.reason is Reason.SignatureInvalid
+
+
+def test_a_root_signed_small_order_ed25519_key_is_invalid(
+    root: KeySigner, roots: list[KeyRecord]
+) -> None:
+    # The identity point: every (R = [S]B, S) would verify as its signature of anything.
+    identity = bytes.fromhex("302a300506032b6570032100") + (1).to_bytes(32, "little")
+    changes = {"publicKey": identity, "keyId": hashlib.sha256(identity).digest()}
+    envelope = sign1(root, CT_KEY, wire(endorsement_of(root), **changes))
+    with pytest.raises(TrustError) as caught:
+        endorsed_record(envelope, FLEET, roots)
+    assert caught.value.reason is Reason.SignatureInvalid
+    assert "small order" in caught.value.message
+
+
+def _non_canonical_p256(spki: bytes) -> dict[str, bytes]:
+    """Other DER spellings of one P-256 key: each would be a second keyId for it."""
+    key = serialization.load_der_public_key(spki)
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    point = key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+    )
+    algorithm = spki[2:23]  # SEQUENCE { id-ecPublicKey, prime256v1 }
+    long_form = b"\x30\x81" + spki[1:]  # the outer length in two bytes instead of one
+    uncompressed = spki[-65:]
+    hybrid = bytes([0x06 | uncompressed[-1] & 1]) + uncompressed[1:]  # X9.62 hybrid form
+    return {
+        "compressed point": b"\x30\x39" + algorithm + b"\x03\x22\x00" + point,
+        "hybrid point": spki[:-65] + hybrid,
+        "long-form length": long_form,
+        "trailing byte": spki + b"\x00",
+    }
+
+
+@pytest.mark.parametrize(
+    "spelling", ["compressed point", "hybrid point", "long-form length", "trailing byte"]
+)
+def test_a_root_signed_p256_key_in_non_canonical_der_is_invalid(
+    root: KeySigner, roots: list[KeyRecord], spelling: str
+) -> None:
+    key = generate(Algorithm.ES256)
+    other = _non_canonical_p256(key.spki_der)[spelling]
+    assert other != key.spki_der
+    changes = {"publicKey": other, "keyId": hashlib.sha256(other).digest()}
+    envelope = sign1(root, CT_KEY, wire(endorsement_of(key), **changes))
+    verdict = verify_endorsement(envelope, FLEET, roots, **declared(key, public_key=other))
+    assert verdict.reason is Reason.SignatureInvalid, verdict.message
+    with pytest.raises(TrustError) as caught:
+        endorsed_record(envelope, FLEET, roots)
+    assert caught.value.reason is Reason.SignatureInvalid
+
+
+@pytest.mark.parametrize("content_type", [CT_KEY, CT_REVOCATION])
+def test_a_root_signed_payload_with_text_that_is_not_utf8_is_invalid(
+    root: KeySigner, roots: list[KeyRecord], key: KeySigner, content_type: str
+) -> None:
+    if content_type == CT_KEY:
+        payload = endorsement_of(key).to_cbor()
+    else:
+        payload = Revocation(FLEET, bytes.fromhex(key.key_id), NOT_BEFORE, "lost").to_cbor()
+    broken = payload.replace(b"\x67fleet-a", b"\x67fleet-\xff")
+    assert broken != payload
+    with pytest.raises(TrustError) as caught:
+        if content_type == CT_KEY:
+            endorsed_record(sign1(root, content_type, broken), FLEET, roots)
+        else:
+            verify_revocation(sign1(root, content_type, broken), FLEET, roots)
+    assert caught.value.reason is Reason.SignatureInvalid
+    assert "UTF-8" in caught.value.message
+
+
+def test_an_alg_the_root_does_not_pin_is_invalid(
+    root: KeySigner, roots: list[KeyRecord], key: KeySigner
+) -> None:
+    # The root is an Ed25519 key: an envelope by it that says ES256 (-7) is refused, signature
+    # unchecked, whatever it holds.
+    liar = _Claiming(root, root.key_id)
+    liar.algorithm = Algorithm.ES256
+    envelope = sign1(liar, CT_KEY, endorsement_of(key).to_cbor())
+    verdict = verify_endorsement(envelope, FLEET, roots, **declared(key))
+    assert verdict.reason is Reason.SignatureInvalid
+    assert "alg -7" in verdict.message
 
 
 def test_an_algorithm_not_matching_the_public_key_is_invalid(

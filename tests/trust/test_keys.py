@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 import pytest
@@ -74,6 +75,41 @@ def test_load_spki_refuses_other_keys(spki: bytes) -> None:
         assert caught.value.reason is Reason.SignatureInvalid
 
 
+def _der(tag: int, body: bytes) -> bytes:
+    assert len(body) < 128
+    return bytes([tag, len(body)]) + body
+
+
+# SubjectPublicKeyInfo of algorithms and curves cryptography knows by name but cannot load: it
+# raises UnsupportedAlgorithm (not ValueError) for these.
+_UNKNOWN_ALGORITHM = _der(0x30, _der(0x30, _der(0x06, b"\x2a\x03\x04")) + _der(0x03, bytes(33)))
+_UNSUPPORTED_CURVE = _der(
+    0x30,
+    _der(0x30, _der(0x06, bytes.fromhex("2a8648ce3d0201")) + _der(0x06, b"\x2b\x81\x04\x00\x06"))
+    + _der(0x03, b"\x00\x04" + b"\x01" * 28),
+)  # secp112r1
+
+
+@pytest.mark.parametrize(
+    "spki", [_UNKNOWN_ALGORITHM, _UNSUPPORTED_CURVE], ids=["1.2.3.4", "secp112r1"]
+)
+def test_keys_cryptography_does_not_support_are_refused_as_data(spki: bytes) -> None:
+    for algorithm in Algorithm:
+        with pytest.raises(TrustError) as caught:
+            load_spki(spki, algorithm)
+        assert caught.value.reason is Reason.SignatureInvalid
+    pem = spki_to_pem_text(spki)
+    with pytest.raises(TrustError) as caught:
+        spki_from_pem(pem)
+    assert caught.value.reason is Reason.SignatureInvalid
+
+
+def spki_to_pem_text(der: bytes) -> str:
+    """PEM armour around any DER (spki_to_pem itself needs a key cryptography can load)."""
+    body = base64.encodebytes(der).decode("ascii")
+    return f"-----BEGIN PUBLIC KEY-----\n{body}-----END PUBLIC KEY-----\n"
+
+
 def test_load_spki_refuses_non_canonical_encodings() -> None:
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
     canonical = key.public_bytes(
@@ -92,6 +128,71 @@ def test_load_spki_refuses_non_canonical_encodings() -> None:
         load_spki(compressed, Algorithm.ES256)
     with pytest.raises(TrustError):
         load_spki(canonical + b"\x00", Algorithm.ES256)
+
+
+# --- Ed25519 point encodings (RFC 8032 §5.1.3), in plain integer arithmetic -------------------
+
+_P = 2**255 - 19
+_D = -121665 * pow(121666, -1, _P) % _P
+_ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
+
+
+def _edwards_add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    (x1, y1), (x2, y2) = a, b
+    t = _D * x1 * x2 * y1 * y2
+    return (x1 * y2 + x2 * y1) * pow(1 + t, -1, _P) % _P, (y1 * y2 + x1 * x2) * pow(
+        1 - t, -1, _P
+    ) % _P
+
+
+def _encode_point(point: tuple[int, int]) -> bytes:
+    x, y = point
+    return (y | (x & 1) << 255).to_bytes(32, "little")
+
+
+def _torsion_points() -> list[tuple[int, int]]:
+    """The 8 points of order dividing 8: multiples of a point of order 8 (x from y, §5.1.3)."""
+    y = 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7
+    xx = (y * y - 1) * pow(_D * y * y + 1, -1, _P) % _P
+    x = pow(xx, (_P + 3) // 8, _P)
+    if (x * x - xx) % _P:
+        x = x * pow(2, (_P - 1) // 4, _P) % _P
+    points, point = [], (0, 1)
+    for _ in range(8):
+        points.append(point)
+        point = _edwards_add(point, (x, y))
+    assert point == (0, 1) and len(set(points)) == 8  # order exactly 8
+    return points
+
+
+_SMALL_ORDER = [_encode_point(point) for point in _torsion_points()]
+# x = 0 with the sign bit set ("-0"): the identity and the point of order 2, spelled another way.
+_MINUS_ZERO = [(1 | 1 << 255).to_bytes(32, "little"), (_P - 1 | 1 << 255).to_bytes(32, "little")]
+# y >= p: another spelling of the point with y - p (here the identity, y = 0, and y = 5).
+_Y_NOT_REDUCED = [
+    (_P + 1).to_bytes(32, "little"),
+    _P.to_bytes(32, "little"),
+    (_P + 5).to_bytes(32, "little"),
+]
+
+
+@pytest.mark.parametrize(
+    "point", _SMALL_ORDER + _MINUS_ZERO + _Y_NOT_REDUCED, ids=lambda b: b.hex()[:8] + ".."
+)
+def test_ed25519_keys_must_be_canonical_points_of_large_order(point: bytes) -> None:
+    # A small-order key verifies forged signatures (the identity: (R = [S]B, S) for any message),
+    # and a y >= p spelling would give one key two keyIds.
+    with pytest.raises(TrustError) as caught:
+        load_spki(_ED25519_SPKI_PREFIX + point, Algorithm.ED25519)
+    assert caught.value.reason is Reason.SignatureInvalid
+
+
+def test_other_ed25519_points_load() -> None:
+    # Only the spellings above are refused; their neighbours load (a 32-byte string that is not a
+    # point at all is not refused here: it never verifies anything).
+    for y in (2, _P - 2, _P - 20):
+        load_spki(_ED25519_SPKI_PREFIX + y.to_bytes(32, "little"), Algorithm.ED25519)
+    load_spki(generate(Algorithm.ED25519).spki_der, Algorithm.ED25519)
 
 
 def test_pem_round_trip(signer: KeySigner) -> None:

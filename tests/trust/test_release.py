@@ -1,4 +1,4 @@
-"""verify_release, check_rollback and check_artifact: FORMAT.md "Order of checks" steps 1-8.
+"""verify_release, check_rollback and check_artifact: docs/format.md "Order of checks" steps 1-8.
 
 Keys are made at test time; `now` is fixed.
 """
@@ -167,6 +167,18 @@ def test_wrong_content_type_is_refused(fleet: Fleet) -> None:
     assert_rejected(verify(fleet, [envelope]), Reason.SignatureInvalid, "content type")
 
 
+@pytest.mark.parametrize(("version", "padding"), [("4.2.0", "=="), ("4.2.0-rc1", "=")])
+def test_base64_envelopes_must_carry_their_padding(
+    fleet: Fleet, version: str, padding: str
+) -> None:
+    manifest = replace(MANIFEST, version=version)
+    padded = base64.b64encode(signed(fleet.keys["app"], manifest)).decode()
+    assert padded.endswith(padding) and not padded.endswith("=" + padding)
+    assert verify(fleet, [padded], manifest).accepted
+    unpadded = padded.rstrip("=")
+    assert_rejected(verify(fleet, [unpadded], manifest), Reason.SignatureInvalid, "base64")
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -219,7 +231,54 @@ def test_oversized_envelopes_are_refused_before_parsing(fleet: Fleet) -> None:
     assert len(envelope) > MAX_ENVELOPE_BYTES
     assert_rejected(verify(fleet, [envelope], big), Reason.SignatureInvalid, "limit")
     text = base64.b64encode(envelope).decode()
-    assert_rejected(verify(fleet, [text], big), Reason.SignatureInvalid, "larger than")
+    assert_rejected(verify(fleet, [text], big), Reason.SignatureInvalid, "more than the limit")
+
+
+def sized(fleet: Fleet, size: int) -> tuple[bytes, ReleaseManifest]:
+    """A good envelope of exactly `size` bytes (its manifest's version padded to fit)."""
+    base = len(signed(fleet.keys["app"], replace(MANIFEST, version="")))
+    for pad in range(size - base - 4, size - base + 1):  # text heads grow by up to 3 bytes
+        manifest = replace(MANIFEST, version="x" * pad)
+        envelope = signed(fleet.keys["app"], manifest)
+        if len(envelope) == size:
+            return envelope, manifest
+    raise AssertionError(f"no envelope of {size} bytes")
+
+
+@pytest.mark.parametrize("as_text", [False, True], ids=["bytes", "base64"])
+def test_the_envelope_size_limit_is_exact(fleet: Fleet, as_text: bool) -> None:
+    def form(envelope: bytes) -> bytes | str:
+        return base64.b64encode(envelope).decode() if as_text else envelope
+
+    at_limit, manifest = sized(fleet, MAX_ENVELOPE_BYTES)
+    verdict = verify(fleet, [form(at_limit)], manifest)
+    assert verdict.accepted, verdict.message
+    over, manifest = sized(fleet, MAX_ENVELOPE_BYTES + 1)
+    verdict = verify(fleet, [form(over)], manifest)
+    assert_rejected(verdict, Reason.SignatureInvalid, "16385 bytes", "limit")
+
+
+@pytest.mark.parametrize("position", [0, 1])
+def test_one_oversized_envelope_refuses_the_release_before_any_decoding(
+    fleet: Fleet, position: int
+) -> None:
+    # Step 0 is about the release, not one envelope: with k = 1, a good envelope beside an
+    # oversized one does not make the release acceptable.
+    good = signed(fleet.keys["app"])
+    oversized = sized(fleet, MAX_ENVELOPE_BYTES + 1)[0]
+    for over in (oversized, base64.b64encode(oversized).decode()):
+        envelopes: list[bytes | str] = [good]
+        envelopes.insert(position, over)
+        verdict = verify(fleet, envelopes)
+        assert_rejected(verdict, Reason.SignatureInvalid, f"signature {position + 1}", "limit")
+        assert verdict.key_ids == ()
+
+
+def test_base64_text_too_long_for_the_limit_is_refused_whatever_it_holds(fleet: Fleet) -> None:
+    # The size of a text envelope comes from its length and padding, before it is decoded.
+    text = "!" * (4 * -(-MAX_ENVELOPE_BYTES // 3) + 4)
+    verdict = verify(fleet, [signed(fleet.keys["app"]), text])
+    assert_rejected(verdict, Reason.SignatureInvalid, "signature 2", "limit")
 
 
 # --- step 2: the key -----------------------------------------------------------------------
@@ -381,6 +440,41 @@ def test_a_validly_signed_non_deterministic_payload_is_refused(fleet: Fleet, kin
     assert_rejected(verify(fleet, [envelope]), Reason.SignatureInvalid, "deterministic")
 
 
+def _in_table_order(manifest: ReleaseManifest) -> bytes:
+    """The manifest's map with its keys in docs/format.md's table order instead of sorted."""
+    data = cbor2.loads(manifest.to_cbor())
+    order = ["v", "type", "fleet", "product", "tier", "version", "securityVersion", "artifact"]
+    head = bytes([0xA0 | len(order)])
+    return head + b"".join(encode(key) + encode(data[key]) for key in order)
+
+
+def test_a_validly_signed_payload_in_table_order_is_refused(fleet: Fleet) -> None:
+    # The keys must be sorted bytewise ("v", "tier", "type", "fleet", ...), not written as listed.
+    payload = _in_table_order(MANIFEST)
+    assert payload != _GOOD_PAYLOAD and cbor2.loads(payload) == cbor2.loads(_GOOD_PAYLOAD)
+    envelope = sign1(fleet.keys["app"], CT_RELEASE, payload)
+    assert_rejected(verify(fleet, [envelope]), Reason.SignatureInvalid, "deterministic")
+
+
+@pytest.mark.parametrize(
+    ("text", "broken"),
+    [
+        (b"\x67fleet-a", b"\x67fleet-\xff"),
+        (b"\x67gw-3000", b"\x67gw-300\xc0"),  # a lead byte with nothing after it
+        (b"\x654.2.0", b"\x654.2\xed\xa0"),  # the start of an encoded surrogate
+        (b"\x6dapp-4.2.0.bin", b"\x6dapp-4.2\xc0\xae.bin"),  # overlong "."
+        (b"\x65fleet", b"\x65flee\x80"),  # a map key
+    ],
+    ids=["fleet", "product", "version", "artifact name", "key"],
+)
+def test_a_validly_signed_payload_with_text_that_is_not_utf8_is_refused(
+    fleet: Fleet, text: bytes, broken: bytes
+) -> None:
+    assert _GOOD_PAYLOAD.count(text) == 1
+    envelope = sign1(fleet.keys["app"], CT_RELEASE, _GOOD_PAYLOAD.replace(text, broken))
+    assert_rejected(verify(fleet, [envelope]), Reason.SignatureInvalid, "UTF-8")
+
+
 _INTEGER_KEYED: dict[Any, Any] = {**_wire(), 1: 1}
 
 
@@ -466,6 +560,17 @@ def test_valid_envelopes_over_different_manifests_are_a_mismatch(fleet: Fleet) -
     assert_rejected(verdict, Reason.ManifestMismatch, "version", "'4.2.0'", "'9'")
 
 
+@pytest.mark.parametrize("tier", [Tier.APPLICATION, Tier.BOOTLOADER])
+def test_one_key_signing_two_different_payloads_is_a_mismatch(fleet: Fleet, tier: Tier) -> None:
+    # Whether the tier needs one signature or two, and whichever payload matches the release.
+    m = replace(MANIFEST, tier=tier)
+    key = fleet.keys["app" if tier is Tier.APPLICATION else "boot1"]
+    other = replace(m, security_version=m.security_version + 1)
+    for pair in ([m, other], [other, m]):
+        verdict = verify(fleet, [signed(key, pair[0]), signed(key, pair[1])], m)
+        assert_rejected(verdict, Reason.ManifestMismatch, "securityVersion")
+
+
 def test_with_k_1_the_first_failure_gives_the_reason(fleet: Fleet) -> None:
     envelopes: list[bytes | str] = [signed(fleet.keys["revoked"]), signed(fleet.keys["os"])]
     assert_rejected(verify(fleet, envelopes), Reason.KeyRevoked, "signature 1 of 2")
@@ -478,8 +583,10 @@ def test_no_signature_at_all_is_threshold_not_met(fleet: Fleet) -> None:
 
 
 def test_too_many_envelopes_are_refused_unread(fleet: Fleet) -> None:
-    envelopes: list[bytes | str] = [signed(fleet.keys["app"])] * (MAX_SIGNATURES + 1)
-    assert_rejected(verify(fleet, envelopes), Reason.SignatureInvalid, "limit")
+    envelopes: list[bytes | str] = [signed(fleet.keys["app"])] * MAX_SIGNATURES
+    assert verify(fleet, envelopes).accepted
+    envelopes.append(envelopes[0])
+    assert_rejected(verify(fleet, envelopes), Reason.SignatureInvalid, "17 signatures", "limit")
 
 
 # --- step 6: the manifest against the resource ---------------------------------------------
