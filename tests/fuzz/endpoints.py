@@ -28,6 +28,7 @@ import hashlib
 import http.client
 import io
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -126,6 +127,8 @@ class Servers:
             raise RuntimeError("the fuzzed servers did not start")
 
     def _run(self, ready: threading.Event) -> None:
+        # Malformed requests are the point here: aiohttp logs each one it refuses with 400.
+        logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
         asyncio.set_event_loop(self._loop)
         self._loop.run_until_complete(self._start())
         ready.set()
@@ -169,11 +172,19 @@ def exchange(server: str, raw: bytes, timeout: float = TIME_LIMIT,
              complete: bool = True) -> Answer:
     """Send raw bytes to a server and read the first answer. A `complete` request must be
     answered within `timeout` (AssertionError otherwise); for other bytes the server may also
-    close the connection, or wait for more input (status None, then)."""
+    close the connection, or wait for more input: when nothing came back within a tenth of a
+    second, the sending side is closed, which ends that wait (status None, then)."""
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", servers().ports[server]), timeout=timeout) as s:
         with contextlib.suppress(OSError):  # the server may close before it read everything
             s.sendall(raw)
+            if not complete:
+                s.settimeout(0.1)
+                try:
+                    s.recv(1, socket.MSG_PEEK)
+                except TimeoutError:
+                    s.shutdown(socket.SHUT_WR)
+                s.settimeout(timeout)
         method = raw[:16].split(b" ", 1)[0].decode("latin-1")
         answer = http.client.HTTPResponse(s, method=method)
         try:
