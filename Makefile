@@ -1,4 +1,4 @@
-.PHONY: demo test setup crds lint bench chaos
+.PHONY: demo test setup crds chart deploy lint bench chaos
 
 demo:   ## set everything up and show the gate at work, end to end
 	bash hack/demo.sh
@@ -9,8 +9,14 @@ test:   ## install what is needed, then lint, types, unit and e2e tests
 setup:  ## only install (venv, SoftHSM2, control-plane binaries)
 	bash hack/setup.sh
 
-crds:   ## regenerate crds/*.yaml from the pydantic models
+crds:   ## regenerate crds/*.yaml from the pydantic models, and what the chart takes from them
 	.venv/bin/python -m flashgate.api.crdgen
+	.venv/bin/python hack/chart.py
+
+chart:  ## the chart's CRD copies and values schema, and deploy/ rendered from the chart
+	.venv/bin/python hack/chart.py
+
+deploy: chart
 
 bench:  ## install what is needed, then the benchmarks: figures and charts in bench/results/
 	bash hack/bench.sh $(ARGS)

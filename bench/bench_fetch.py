@@ -72,8 +72,8 @@ def worker(spec: dict[str, Any]) -> None:
     """One fetch in this (child) process; prints seconds, CPU seconds and peak RSS as JSON."""
     from yarl import URL
 
+    from flashgate.s3 import S3Settings
     from flashgate.verifier_sidecar.fetch import Fetcher, FetchLimits, URLPolicy
-    from flashgate.verifier_sidecar.s3 import S3Settings
 
     url, size = spec["url"], spec["size"]
     root = Path(url.removeprefix("file://")).resolve().parent if url.startswith("file:") else None

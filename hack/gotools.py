@@ -7,7 +7,11 @@
   `go install` refuses those (v0.316.0 happens to have none; earlier tags do); the React UI is
   not embedded, the HTTP API is all there),
 - lua-harness (hack/luaharness, evaluates an Argo CD resource health check with gopher-lua the
-  way Argo CD does; keyed by a hash of its source files).
+  way Argo CD does; keyed by a hash of its source files),
+- and not a tool: the CRDs of the other operators' kinds the Helm chart may render (cert-manager's
+  Certificate and Issuer, the Prometheus Operator's ServiceMonitor and PrometheusRule), copied from
+  those projects' Go modules at pinned versions (`go mod download`; nothing is built), so that the
+  API server can validate them (`crds`).
 
 `install [TOOL|all]` builds what is missing into ~/.cache/flashgate/<tool>/<version>/bin/ (or
 under $XDG_CACHE_HOME) and prints the paths, so that a second run is instant; `path TOOL` prints
@@ -42,6 +46,15 @@ PROMETHEUS_VERSION = "v0.316.0"
 HELM_MODULE = "helm.sh/helm/v3"
 PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
 LUA_HARNESS_SOURCE = Path(__file__).resolve().parent / "luaharness"
+# module -> (version, CRD files in it)
+THIRD_PARTY_CRDS = {
+    "github.com/cert-manager/cert-manager": ("v1.21.2", (
+        "deploy/crds/cert-manager.io_certificates.yaml",
+        "deploy/crds/cert-manager.io_issuers.yaml")),
+    "github.com/prometheus-operator/prometheus-operator": ("v0.85.0", (
+        "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",
+        "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml")),
+}
 
 TOOLS = ("helm", "promtool", "prometheus", "lua-harness")
 ENV_OVERRIDES = {
@@ -334,6 +347,37 @@ def _build_lua_harness() -> None:
     _publish(tmp, out)
 
 
+def third_party_crds_dir() -> Path:
+    key = "-".join(f"{module.rsplit('/', 1)[-1]}-{version}"
+                   for module, (version, _) in sorted(THIRD_PARTY_CRDS.items()))
+    return cache_root() / "third-party-crds" / key
+
+
+def third_party_crds() -> Path:
+    """The directory with the pinned third-party CRD files, downloading them if needed."""
+    out = third_party_crds_dir()
+    if out.is_dir():
+        return out
+    if shutil.which("go") is None:
+        raise SystemExit("Go is needed to download the third-party CRDs (https://go.dev/dl/)")
+    with _build_lock("crds", "third-party-crds"):
+        if out.is_dir():
+            return out
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        with tempfile.TemporaryDirectory(prefix="flashgate-crds-") as scratch:
+            (Path(scratch) / "go.mod").write_text("module flashgate.dev/crds\n\ngo 1.24\n")
+            for module, (version, files) in sorted(THIRD_PARTY_CRDS.items()):
+                log("crds", f"go mod download {module}@{version}")
+                source = Path(_download(module, version, Path(scratch), _go_env())["Dir"])
+                for name in files:
+                    shutil.copyfile(source / name, tmp / Path(name).name)
+        _publish(tmp, out)
+        log("crds", f"copied {sum(len(f) for _, f in THIRD_PARTY_CRDS.values())} CRDs into {out}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -341,7 +385,11 @@ def main() -> None:
     inst.add_argument("tool", nargs="?", default="all", choices=[*TOOLS, "all"])
     path = sub.add_parser("path", help="print a tool's path; exit 1 when it is not built")
     path.add_argument("tool", choices=TOOLS)
+    sub.add_parser("crds", help="download the third-party CRDs if needed; print their directory")
     args = parser.parse_args()
+    if args.command == "crds":
+        print(third_party_crds(), flush=True)
+        return
     if args.command == "path":
         found = find(args.tool)
         if found is None:

@@ -1,13 +1,16 @@
-"""The gate on this machine: the verifier sidecar and the operator as processes against a
-Kubernetes API server, as the demo, the e2e tests and the benchmarks run them.
+"""The gate on this machine: the verifier sidecar, the operator and the delivery service as
+processes against a Kubernetes API server, as the demo, the e2e tests and the benchmarks run them.
 
-`install(kubectl)` applies the CRDs, the admission policies and the operator's identity and RBAC
-(deploy/, and deploy/local for a locally registered webhook). `LocalGate` starts and stops the two
-processes: the sidecar with a configuration file it writes (roots, policy, file:// for tests), the
-operator authenticated only as its ServiceAccount, with a token from the API server's
-TokenRequest API, never with the admin's credentials: the policies and RBAC of deploy/ are what
-the processes run under. Each process gets SIGKILL if its parent dies (as hack/controlplane.py's
-do), so nothing outlives a killed test run.
+`install(kubectl)` applies the CRDs, the admission policies and the identities and RBAC of the
+operator and the delivery service (deploy/, deploy/local for a locally registered webhook,
+deploy/delivery). `LocalGate` starts and stops the processes: the sidecar with a configuration
+file it writes (roots, policy, file:// for tests), the operator and the delivery service each
+authenticated only as its own ServiceAccount (the operator's: deploy/'s
+flashgate-system/flashgate-operator, or another: `operator_namespace`, `operator_account`), with a
+token from the API server's TokenRequest API, never with the admin's credentials: the policies
+and RBAC of deploy/ (or of the Helm chart, in tests/chart) are what the processes run under (the
+delivery service reads only the fleets bound to it with `bind_delivery`). Each process gets
+SIGKILL if its parent dies (as hack/controlplane.py's do), so nothing outlives a killed test run.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from controlplane import _set_parent_death_signal, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR_NAMESPACE, OPERATOR_ACCOUNT = "flashgate-system", "flashgate-operator"
+DELIVERY_ACCOUNT = "flashgate-delivery"
 
 
 def kubectl_run(kubectl: Path, kubeconfig: Path, *args: str, input: str | None = None,
@@ -43,12 +47,16 @@ def kubectl_run(kubectl: Path, kubeconfig: Path, *args: str, input: str | None =
 
 
 def install(kubectl: Path, kubeconfig: Path) -> None:
-    """CRDs, admission policies, the operator's identity and RBAC (deploy/, deploy/local)."""
-    kubectl_run(kubectl, kubeconfig, "apply", "--server-side", "-f", str(REPO / "crds"))
+    """CRDs, admission policies, the identities and RBAC of the operator and the delivery
+    service (deploy/, deploy/local, deploy/delivery)."""
+    # --force-conflicts: crds/ is what the API server must have, even where a Helm install of
+    # another chart version (tests/chart) wrote these CRDs last.
+    kubectl_run(kubectl, kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
+                str(REPO / "crds"))
     kubectl_run(kubectl, kubeconfig, "wait", "--for=condition=established", "--timeout=60s",
                 "-f", str(REPO / "crds"))
     kubectl_run(kubectl, kubeconfig, "apply", "--server-side", "-f", str(REPO / "deploy"),
-                "-f", str(REPO / "deploy" / "local"))
+                "-f", str(REPO / "deploy" / "local"), "-f", str(REPO / "deploy" / "delivery"))
 
 
 def token_kubeconfig(kubectl: Path, kubeconfig: Path, path: Path,
@@ -101,10 +109,20 @@ class LocalGate:
     webhook_port: int = field(default_factory=free_port)
     webhook_config: str = field(
         default_factory=lambda: f"local-{uuid.uuid4().hex[:6]}.ota.flashgate.dev")
+    delivery_port: int = field(default_factory=free_port)
+    delivery_ops_port: int = field(default_factory=free_port)
     sidecar: subprocess.Popen[bytes] | None = None
     operator: subprocess.Popen[bytes] | None = None
+    delivery: subprocess.Popen[bytes] | None = None
     # Added to the sidecar's configuration at its next start (an s3 section, allowed hosts).
     sidecar_extra: dict[str, Any] = field(default_factory=dict)
+    # Whose token the operator runs with.
+    operator_namespace: str = OPERATOR_NAMESPACE
+    operator_account: str = OPERATOR_ACCOUNT
+    # Where the operator's webhook listens, and with which tls.crt, tls.key and ca.crt (None: a
+    # development certificate it makes for itself).
+    webhook_addr: str = "127.0.0.1"
+    webhook_cert_dir: Path | None = None
     # The operator's way to the API server when it is not the admin kubeconfig's (server and
     # certificate-authority-data): e.g. the chaos loop's fault-injecting proxy.
     operator_cluster: dict[str, str] | None = None
@@ -150,6 +168,7 @@ class LocalGate:
                        extra_env: Mapping[str, str] | None = None) -> None:
         kubeconfig = token_kubeconfig(self.kubectl, self.kubeconfig,
                                       self.workdir / "operator.kubeconfig",
+                                      self.operator_namespace, self.operator_account,
                                       cluster=self.operator_cluster)
         scope = [a for n in namespaces for a in ("-n", n)] or ["--all-namespaces"]
         env = {"KUBECONFIG": str(kubeconfig), **(extra_env or {})}
@@ -160,8 +179,9 @@ class LocalGate:
             "--verifier-url", f"http://127.0.0.1:{self.sidecar_port}",
             "--retry-max-delay", "2",
             "--metrics-addr", "127.0.0.1", "--metrics-port", str(self.metrics_port),
-            "--webhook-addr", "127.0.0.1", "--webhook-host", "127.0.0.1",
+            "--webhook-addr", self.webhook_addr, "--webhook-host", "127.0.0.1",
             "--webhook-port", str(self.webhook_port),
+            *(["--webhook-cert-dir", str(self.webhook_cert_dir)] if self.webhook_cert_dir else []),
             *(["--webhook-config-name", self.webhook_config] if register_webhook else []),
             *extra_args], env)
         log = self.workdir / "operator.log"
@@ -176,6 +196,48 @@ class LocalGate:
             if time.monotonic() > deadline:
                 raise RuntimeError("the operator did not register its webhook")
             time.sleep(0.2)
+
+    def bind_delivery(self, fleet: str) -> None:
+        """Let the delivery service read the published ConfigMaps of `fleet`: the per-fleet
+        RoleBinding of deploy/delivery/rbac.yaml."""
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": DELIVERY_ACCOUNT, "namespace": fleet,
+                         "labels": {"app.kubernetes.io/part-of": "flashgate",
+                                    "app.kubernetes.io/component": "delivery"}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": DELIVERY_ACCOUNT},
+            "subjects": [{"kind": "ServiceAccount", "name": DELIVERY_ACCOUNT,
+                          "namespace": OPERATOR_NAMESPACE}]}
+        kubectl_run(self.kubectl, self.kubeconfig, "apply", "-f", "-",
+                    input=yaml.safe_dump(binding))
+
+    def delivery_kubeconfig(self) -> Path:
+        """A kubeconfig with the delivery service's ServiceAccount token and nothing else."""
+        return token_kubeconfig(self.kubectl, self.kubeconfig,
+                                self.workdir / "delivery.kubeconfig", account=DELIVERY_ACCOUNT)
+
+    def start_delivery(self, config: dict[str, Any], *, wait_ready: bool = True,
+                       extra_args: Sequence[str] = ()) -> None:
+        """The delivery service with `config` (docs/delivery.md), authenticated only as its
+        ServiceAccount; it has no other credentials than those and the ones `config` names."""
+        path = self.workdir / "delivery.yaml"
+        path.write_text(yaml.safe_dump(config))
+        env = {"KUBECONFIG": str(self.delivery_kubeconfig())}
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            env[name] = ""  # none of the caller's: only the files the configuration names
+        self.delivery = self._spawn("delivery", [
+            "flashgate.delivery", "--config", str(path),
+            "--listen", f"127.0.0.1:{self.delivery_port}",
+            "--ops-listen", f"127.0.0.1:{self.delivery_ops_port}", *extra_args], env)
+        log = self.workdir / "delivery.log"
+        ops = f"http://127.0.0.1:{self.delivery_ops_port}"
+        wait_http(f"{ops}/healthz", 30, self.delivery, log)
+        if wait_ready:
+            wait_http(f"{ops}/readyz", 60, self.delivery, log)
+
+    def stop_delivery(self) -> None:
+        self._stop(self.delivery)
 
     @staticmethod
     def _stop(proc: subprocess.Popen[bytes] | None, kill: bool = False) -> None:
@@ -195,6 +257,7 @@ class LocalGate:
         self._stop(self.operator, kill=kill)
 
     def stop(self) -> None:
+        self.stop_delivery()
         self.stop_operator()
         self.stop_sidecar()
         kubectl_run(self.kubectl, self.kubeconfig, "delete", "validatingwebhookconfiguration",

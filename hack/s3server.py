@@ -10,7 +10,10 @@ FLASHGATE_VERSITYGW=path uses an existing binary instead.
 `S3Server` (a context manager) starts it on a free loopback port with a temporary data
 directory, a CA and certificate for 127.0.0.1 and localhost, and an access key and secret
 generated for this run; `create_bucket`, `put_object` and `delete_object` are signed requests
-to it. The process gets SIGKILL if the test run dies (the same parent-death signal as
+to it. With `iam=True` it keeps user accounts (versitygw's internal IAM, --iam-dir), and
+`read_only_user(bucket)` makes an account that may only GET that bucket's objects (a user role
+with a bucket policy granting s3:GetObject): credentials of the kind a reader should hold.
+The process gets SIGKILL if the test run dies (the same parent-death signal as
 hack/controlplane.py), so nothing is left behind.
 
 `run` starts one and prints its endpoint, credentials and CA until Ctrl-C.
@@ -24,6 +27,7 @@ import argparse
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import shutil
@@ -104,13 +108,14 @@ def install(version: str = VERSITYGW_VERSION) -> Path:
 
 
 def _sign(method: str, host: str, path: str, body: bytes, key_id: str, secret: str,
-          now: datetime) -> dict[str, str]:
+          now: datetime, query: str = "") -> dict[str, str]:
+    """`query` is the canonical query string (sorted, encoded), e.g. "policy="."""
     amz_date = now.strftime("%Y%m%dT%H%M%SZ")
     scope = f"{amz_date[:8]}/{REGION}/s3/aws4_request"
     payload = hashlib.sha256(body).hexdigest()
     headers = {"host": host, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
     names = sorted(headers)
-    canonical = "\n".join([method, path, "", "".join(f"{n}:{headers[n]}\n" for n in names),
+    canonical = "\n".join([method, path, query, "".join(f"{n}:{headers[n]}\n" for n in names),
                            ";".join(names), payload])
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
                          hashlib.sha256(canonical.encode()).hexdigest()])
@@ -133,7 +138,9 @@ class S3Server:
     port: int = 0
     access_key_id: str = field(default_factory=lambda: "FG" + secrets.token_hex(9).upper())
     secret_access_key: str = field(default_factory=lambda: secrets.token_urlsafe(30))
+    iam: bool = False
     process: subprocess.Popen[bytes] | None = None
+    readers: dict[str, list[str]] = field(default_factory=dict)  # bucket -> read-only accounts
 
     @property
     def endpoint(self) -> str:
@@ -176,9 +183,12 @@ class S3Server:
         # The keys go through the environment, not argv (where ps would show them).
         env = {**os.environ, "ROOT_ACCESS_KEY_ID": self.access_key_id,
                "ROOT_SECRET_ACCESS_KEY": self.secret_access_key}
+        iam = ["--iam-dir", str(self.workdir / "iam")] if self.iam else []
+        if self.iam:
+            (self.workdir / "iam").mkdir(exist_ok=True)
         self.process = subprocess.Popen(
             [str(self.binary), "--port", f"127.0.0.1:{self.port}", "--region", REGION,
-             "--cert", str(cert), "--key", str(key),
+             "--cert", str(cert), "--key", str(key), *iam,
              # Metadata in a directory rather than extended attributes, which tmpfs may lack.
              "posix", "--sidecar", str(self.workdir / "meta"), str(self.data)],
             stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -220,12 +230,16 @@ class S3Server:
         self.stop()
         raise RuntimeError(f"versitygw not ready in time ({last_error}); logs in {self.workdir}")
 
-    def request(self, method: str, bucket: str, key: str = "", body: bytes = b"") -> int:
-        """A signed request; returns the HTTP status. Raises RuntimeError on an error status."""
+    def request(self, method: str, bucket: str, key: str = "", body: bytes = b"",
+                query: str = "", credentials: tuple[str, str] | None = None) -> int:
+        """A signed request (as root, or with `credentials`: (access key id, secret)); returns
+        the HTTP status. Raises RuntimeError on an error status."""
         path = "/" + bucket + ("/" + quote(key, safe="/-_.~") if key else "")
-        headers = _sign(method, f"127.0.0.1:{self.port}", path, body, self.access_key_id,
-                        self.secret_access_key, datetime.now(UTC))
-        req = urllib.request.Request(self.endpoint + path, data=body if method == "PUT" else None,
+        key_id, secret = credentials or (self.access_key_id, self.secret_access_key)
+        headers = _sign(method, f"127.0.0.1:{self.port}", path, body, key_id, secret,
+                        datetime.now(UTC), query)
+        url = self.endpoint + path + (f"?{query}" if query else "")
+        req = urllib.request.Request(url, data=body if method in ("PUT", "PATCH") else None,
                                      method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, context=self._context(), timeout=30) as response:
@@ -242,6 +256,24 @@ class S3Server:
 
     def delete_object(self, bucket: str, key: str) -> None:
         self.request("DELETE", bucket, key)
+
+    def read_only_user(self, bucket: str) -> tuple[str, str]:
+        """A new account (needs iam=True) that may GET the objects of `bucket` and nothing
+        else; returns its (access key id, secret)."""
+        assert self.iam, "read_only_user needs S3Server(iam=True)"
+        access = "FGRO" + secrets.token_hex(8).upper()
+        secret = secrets.token_urlsafe(30)
+        account = (f"<Account><Access>{access}</Access><Secret>{secret}</Secret>"
+                   "<Role>user</Role><UserID>0</UserID><GroupID>0</GroupID>"
+                   "<ProjectID>0</ProjectID></Account>").encode()
+        self.request("PATCH", "create-user", body=account)  # versitygw's admin API
+        readers = self.readers.setdefault(bucket, [])
+        readers.append(access)
+        policy = {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": list(readers)}, "Action": ["s3:GetObject"],
+            "Resource": [f"arn:aws:s3:::{bucket}/*"]}]}
+        self.request("PUT", bucket, body=json.dumps(policy).encode(), query="policy=")
+        return access, secret
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -2,8 +2,8 @@
 # Installs what flashgate's demo and tests need on a fresh machine, idempotently:
 # a Python virtualenv with the project and its dev tools, Debian's SoftHSM2 (PKCS#11 tests), and
 # the pinned control-plane binaries, S3 server and Go tools (helm, promtool, prometheus, the Lua
-# harness) built from source (hack/controlplane.py, hack/s3server.py and hack/gotools.py, cached
-# in ~/.cache).
+# harness) built from source, and the third-party CRDs the chart tests apply (hack/controlplane.py,
+# hack/s3server.py and hack/gotools.py, cached in ~/.cache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,3 +34,4 @@ fi
 .venv/bin/python hack/controlplane.py build >/dev/null
 .venv/bin/python hack/s3server.py install >/dev/null
 .venv/bin/python hack/gotools.py install all >/dev/null
+.venv/bin/python hack/gotools.py crds >/dev/null

@@ -10,5 +10,7 @@ echo "[test] mypy --strict" >&2
 .venv/bin/mypy --strict flashgate
 echo "[test] CRDs are up to date" >&2
 .venv/bin/python -m flashgate.api.crdgen --check
+echo "[test] the chart's generated files and deploy/ are up to date" >&2
+.venv/bin/python hack/chart.py --check
 echo "[test] pytest" >&2
 exec .venv/bin/pytest -q -ra "$@"

@@ -206,7 +206,11 @@ def openapi_schema(model: type[Resource]) -> Schema:
     root["properties"] = {
         name: root["properties"][name] for name in raw["properties"]
     }  # keep the declared order: apiVersion, kind, metadata, spec, status
-    root["required"] = [name for name in raw.get("required", []) if name != "metadata"]
+    required = [name for name in raw.get("required", []) if name != "metadata"]
+    if required:
+        root["required"] = required
+    else:  # the API server drops an empty list: applying it would differ from what is stored
+        root.pop("required", None)
     return structural(root, defs)
 
 
@@ -245,6 +249,8 @@ def crd(model: type[Resource]) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}} if "status" in model.model_fields else {},
                     "additionalPrinterColumns": columns,
+                    **({"selectableFields": [{"jsonPath": f} for f in names.selectable_fields]}
+                       if names.selectable_fields else {}),
                     "schema": {"openAPIV3Schema": openapi_schema(model)},
                 }
             ],

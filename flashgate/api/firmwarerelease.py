@@ -350,6 +350,7 @@ class FirmwareRelease(Resource):
                           "Why the release was refused or withdrawn."),
             AGE_COLUMN,
         ),
+        selectable_fields=(".status.phase", ".status.reason", ".spec.tier", ".spec.product"),
     )
 
     spec: FirmwareReleaseSpec = Field(

@@ -131,6 +131,9 @@ class CRDNames:
     short_names: tuple[str, ...]
     printer_columns: tuple[PrinterColumn, ...]
     categories: tuple[str, ...] = (CATEGORY,)
+    # Fields `kubectl get --field-selector` may filter on (the API server filters: a fleet's
+    # Rejected releases are listed without reading its tens of thousands of others).
+    selectable_fields: tuple[str, ...] = ()
 
     @property
     def list_kind(self) -> str:

@@ -356,13 +356,16 @@ class SigningKey(Resource):
                           priority=1),
             PrinterColumn("KeyID", "string", ".status.keyId",
                           "SHA-256 of the key's SubjectPublicKeyInfo.", priority=1),
-            PrinterColumn("Until", "date", ".status.trustedUntil",
-                          "When the key stops being trusted.", priority=1),
+            # A string, not a date: kubectl shows a date column as an age, and a time ahead
+            # as <invalid>.
+            PrinterColumn("Until", "string", ".status.trustedUntil",
+                          "When the key stops being trusted."),
             PrinterColumn("Ready", "string", '.status.conditions[?(@.type=="Ready")].status',
                           "Whether the key is the Active signer of its tier.", priority=1),
             PrinterColumn("Reason", "string", ".status.reason", "Why the key is in its phase."),
             AGE_COLUMN,
         ),
+        selectable_fields=(".status.phase", ".spec.tier"),
     )
 
     spec: SigningKeySpec = Field(

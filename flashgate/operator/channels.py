@@ -13,10 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from flashgate.api import RollbackFloor
+from flashgate.api.published import channel_name, parse_channel_name
+from flashgate.kube.client import JSON
+from flashgate.kube.runtime import SYNC, object_key
 from flashgate.operator import ledger
-from flashgate.operator.kube import JSON
 from flashgate.operator.metrics import Metrics
-from flashgate.operator.runtime import SYNC, object_key
 from flashgate.operator.store import Store
 from flashgate.trust.cose import CT_RELEASE, parse_sign1
 from flashgate.trust.vocabulary import Tier, TrustError
@@ -34,14 +35,6 @@ def signer_key_ids(document: str) -> set[str]:
         except TrustError:
             continue
     return found
-
-
-def parse_channel_name(name: str) -> tuple[str, str] | None:
-    """(product, channel) of a ConfigMap named channel.<product>.<channel>."""
-    parts = name.split(".")
-    if len(parts) != 3 or parts[0] != "channel" or not parts[1] or not parts[2]:
-        return None
-    return parts[1], parts[2]
 
 
 @dataclass
@@ -102,7 +95,7 @@ class ChannelGuard:
                 changes.append("publication sequences restored")
             return None if not changes else desired
 
-        name = ledger.channel_name(product, channel)
+        name = channel_name(product, channel)
         written = await self.store.update_channel(fleet, product, channel, update)
         if not written or not changes:
             return 0

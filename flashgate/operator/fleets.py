@@ -2,9 +2,12 @@
 
 - every SigningKey (a fleet has a few dozen; they are needed for every verification),
 - each fleet's RevocationList,
-- of FirmwareReleases only a few fields: the phase of each (for the gauges), and of the Published
-  ones what withdrawal and a floor rebuild need. Full release objects are not kept: a fleet holds
-  tens of thousands of them, almost all long decided.
+- of FirmwareReleases only a few fields: the phase of each (for the gauges), since when each
+  undecided one has been waiting, and of the Published ones what withdrawal and a floor rebuild
+  need. Full release objects are not kept: a fleet holds tens of thousands of them, almost all
+  long decided.
+- of RollbackFloors only (product, tier) -> securityVersion, for the gauges (decisions read the
+  floor fresh from the API server, never from here).
 
 The key facts every reconciler shares are computed here once: a SigningKey's keyId, whether its
 spec can be used at all (one malformed object is set aside with a reason, never an exception for
@@ -16,16 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from pydantic import ValidationError
 
 from flashgate.api import RevocationList, SigningKeySpec
-from flashgate.operator.kube import JSON
-from flashgate.operator.runtime import object_key
+from flashgate.kube.client import JSON
+from flashgate.kube.runtime import object_key
 from flashgate.trust.keys import key_id, spki_from_pem
 from flashgate.trust.rotation import KeyPhase, KeyState, PhaseResult, fleet_phases
 from flashgate.trust.vocabulary import TrustError
@@ -93,6 +98,10 @@ class FleetView:
     phases: dict[tuple[str, str], str] = field(default_factory=dict)
     published: dict[tuple[str, str], PublishedRelease] = field(default_factory=dict)
     endorsed: dict[tuple[str, str], tuple[int, bool]] = field(default_factory=dict)
+    # Undecided releases -> since when they wait (Unix seconds); floors -> (product, tier,
+    # securityVersion).
+    waiting: dict[tuple[str, str], float] = field(default_factory=dict)
+    floors: dict[tuple[str, str], tuple[str, str, int]] = field(default_factory=dict)
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     # Indices, so that no per-release question costs a scan of the fleet:
     # (fleet, product, tier) -> {release: securityVersion} of Published releases, and
@@ -161,10 +170,20 @@ class FleetView:
                 subjects.add(subject)
         self._channel_subjects[(fleet, name)] = subjects
 
-    def on_release(self, event: str, obj: JSON) -> bool:
+    def on_floor(self, event: str, obj: JSON) -> None:
+        """Keep a RollbackFloor's product, tier and securityVersion (for the gauges only)."""
+        key, spec = object_key(obj), obj.get("spec") or {}
+        version = spec.get("securityVersion")
+        if event == "DELETED" or not isinstance(version, int):
+            self.floors.pop(key, None)
+        else:
+            self.floors[key] = (str(spec.get("product")), str(spec.get("tier")), version)
+
+    def on_release(self, event: str, obj: JSON, now: float | None = None) -> bool:
         """Keep a release's few fields; True when it needs a decision."""
         fleet, name = object_key(obj)
         if event == "DELETED":
+            self.waiting.pop((fleet, name), None)
             self.phases.pop((fleet, name), None)
             gone = self.published.pop((fleet, name), None)
             if gone is not None:
@@ -188,6 +207,10 @@ class FleetView:
                 self._published_versions[(fleet, gone.product, gone.tier)].pop(name, None)
         decided = (phase in FINAL_PHASES
                    and status.get("observedGeneration") == metadata.get("generation"))
+        if decided:
+            self.waiting.pop((fleet, name), None)
+        elif (fleet, name) not in self.waiting:
+            self.waiting[(fleet, name)] = _waiting_since(metadata, now)
         return not decided
 
     # ---- queries --------------------------------------------------------------------------
@@ -261,6 +284,18 @@ class FleetView:
     def published_by(self, fleet: str, key_ids: AbstractSet[str]) -> list[PublishedRelease]:
         return [p for (f, _), p in self.published.items()
                 if f == fleet and not key_ids.isdisjoint(p.key_ids)]
+
+
+def _waiting_since(metadata: JSON, now: float | None) -> float:
+    """A new release waits since its creation; one whose spec changed after a decision (a
+    republish intent), since the operator saw the change."""
+    created = metadata.get("creationTimestamp")
+    if int(metadata.get("generation") or 1) == 1 and isinstance(created, str):
+        try:
+            return datetime.fromisoformat(created).timestamp()
+        except ValueError:
+            pass
+    return time.time() if now is None else now
 
 
 def _document_version(text: str) -> int | None:

@@ -27,13 +27,14 @@ from flashgate.api import (
     RevokedKey,
     SigningKeyStatus,
 )
+from flashgate.api.published import BUNDLE_CONFIGMAP, BUNDLE_KEY, BUNDLE_LABELS
+from flashgate.kube.client import JSON
 from flashgate.operator import bundle
 from flashgate.operator.conditions import condition, merge_conditions, parse_conditions
 from flashgate.operator.fleets import FleetView, ParsedKey, UnusableKey
-from flashgate.operator.kube import JSON
 from flashgate.operator.metrics import Metrics
 from flashgate.operator.releases import ReleaseGate
-from flashgate.operator.store import BUNDLE_LABELS, SIGNING_KEYS, Store
+from flashgate.operator.store import SIGNING_KEYS, Store
 from flashgate.trust.rotation import KeyPhase, PhaseResult
 from flashgate.trust.vocabulary import format_time
 from flashgate.verifier_api.client import VerifierUnavailable
@@ -78,7 +79,10 @@ class KeyKeeper:
         now = self.clock()
         upcoming = []
         phases = list(self.view.phases_of(fleet, int(now)))
-        unrevocable = await self._publish_bundle(fleet, phases, int(now))
+        published = await self._publish_bundle(fleet, phases, int(now))
+        unrevocable = {m.key.name: m for m in published.unrevocable}
+        if published.next_change is not None:
+            upcoming.append(published.next_change - now)
         for key, result in phases:
             await self._write_status(fleet, key, result, unrevocable)
             if result.next_transition is not None and result.next_transition > now:
@@ -153,21 +157,27 @@ class KeyKeeper:
                      key.name)
 
     async def _publish_bundle(self, fleet: str, phases: list[tuple[ParsedKey, PhaseResult]],
-                              now: int) -> set[str]:
-        """The fleet's trust bundle, written when it changed; the names of revoked keys it
-        cannot carry a revocation for."""
+                              now: int) -> bundle.Bundle:
+        """The fleet's trust bundle, written when it changed."""
         if not phases and fleet not in self.view.revocation_lists:
-            return set()
-        text, missing = bundle.build(fleet, phases, self.view.revocation_lists.get(fleet), now)
+            return bundle.Bundle("")
+        refused = {}  # revocations the sidecar found not root-signed for their key
+        for key, _ in phases:
+            known = self.verdicts.get((fleet, key.uid))
+            if key.spec.revocation and known is not None and known[0] == key.generation \
+                    and known[1].revocation_verified is False:
+                refused[key.spec.revocation] = known[1].revocation_message or "not verified"
+        built = bundle.build(fleet, phases, self.view.revocation_lists.get(fleet), now, refused)
+        text = built.text
 
         def update(data: Mapping[str, str]) -> Mapping[str, str] | None:
-            return None if data == {bundle.BUNDLE_KEY: text} else {bundle.BUNDLE_KEY: text}
+            return None if data == {BUNDLE_KEY: text} else {BUNDLE_KEY: text}
 
-        await self.store.update_configmap(fleet, bundle.BUNDLE_CONFIGMAP, BUNDLE_LABELS, update)
-        return {m.key.name for m in missing}
+        await self.store.update_configmap(fleet, BUNDLE_CONFIGMAP, BUNDLE_LABELS, update)
+        return built
 
     async def _write_status(self, fleet: str, key: ParsedKey, result: PhaseResult,
-                            unrevocable: set[str]) -> None:
+                            unrevocable: Mapping[str, bundle.Unrevocable]) -> None:
         generation, now = key.generation, self.now()
         status: Mapping[str, Any] = key.obj.get("status") or {}
         known = self.verdicts.get((fleet, key.uid))
@@ -184,14 +194,22 @@ class KeyKeeper:
         conditions.append(condition("Ready", result.phase == KeyPhase.Active, result.reason,
                                     result.message, generation, now))
         if result.phase == KeyPhase.Revoked:
-            told = key.name not in unrevocable
-            conditions.append(condition(
-                "DevicesToldOfRevocation", told,
-                "InTrustBundle" if told else "NoRootSignedRevocation",
-                "the trust bundle carries the root-signed revocation of this key" if told else
-                "no root-signed revocation (spec.revocation): devices keep trusting this key "
-                f"until its notAfter, {format_time(int(key.spec.not_after.timestamp()))}; "
-                "make one with `flashgate revoke` and set spec.revocation", generation, now))
+            missing = unrevocable.get(key.name)
+            until = format_time(int(key.spec.not_after.timestamp()))
+            if missing is None:
+                told = (True, "InTrustBundle",
+                        "the trust bundle carries the root-signed revocation of this key")
+            elif missing.refused is not None:
+                told = (False, "RevocationNotRootSigned",
+                        f"spec.revocation is not a root-signed revocation of this key "
+                        f"({missing.refused}): devices keep trusting this key until its "
+                        f"notAfter, {until}; make one with `flashgate revoke`")
+            else:
+                told = (False, "NoRootSignedRevocation",
+                        "no root-signed revocation (spec.revocation): devices keep trusting "
+                        f"this key until its notAfter, {until}; make one with `flashgate "
+                        "revoke` and set spec.revocation")
+            conditions.append(condition("DevicesToldOfRevocation", *told, generation, now))
         if verdict is None and result.phase == KeyPhase.Pending:
             message = "waiting for the verifier sidecar to check the endorsement"
             result = PhaseResult(KeyPhase.Pending, "AwaitingVerification", message)

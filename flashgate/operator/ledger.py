@@ -32,19 +32,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flashgate.api import (
-    DEFAULT_CHANNEL,
     FirmwareReleaseSpec,
     Publication,
     RollbackFloor,
     RollbackFloorSpec,
     rollback_floor_name,
 )
+from flashgate.api.published import MANAGED_BY, document_key
 from flashgate.api.rollbackfloor import MAX_PUBLICATIONS, RollbackFloorStatus
 from flashgate.api.schema import MAX_DOCUMENT_CHARS
 from flashgate.trust.fleet import expected_manifest
 from flashgate.trust.vocabulary import Reason, Tier
-
-MANAGED_BY = {"app.kubernetes.io/managed-by": "flashgate"}
 
 
 def manifest_digest(fleet: str, spec: FirmwareReleaseSpec) -> str:
@@ -93,11 +91,11 @@ class ChannelContent:
     sequences: Mapping[str, int] = field(default_factory=dict)  # "<tier>" -> sequence
 
     def without(self, tier: str) -> ChannelContent:
-        return ChannelContent({k: v for k, v in self.documents.items() if k != f"{tier}.json"},
+        return ChannelContent({k: v for k, v in self.documents.items() if k != document_key(tier)},
                               {k: v for k, v in self.sequences.items() if k != tier})
 
     def with_document(self, tier: str, document: str, sequence: int) -> ChannelContent:
-        return ChannelContent({**self.documents, f"{tier}.json": document},
+        return ChannelContent({**self.documents, document_key(tier): document},
                               {**self.sequences, tier: sequence})
 
 
@@ -246,7 +244,7 @@ def channel_content(floors: Iterable[RollbackFloor], channel: str,
             continue
         document = current.document
         if document is None and present.sequences.get(tier) == current.sequence:
-            document = present.documents.get(f"{tier}.json")
+            document = present.documents.get(document_key(tier))
         if document is not None:
             content = content.with_document(tier, document, current.sequence)
     return content
@@ -260,7 +258,3 @@ def document_fields(text: str) -> Mapping[str, Any]:
         return {}
     return value if isinstance(value, dict) else {}
 
-
-def channel_name(product: str, channel: str = DEFAULT_CHANNEL) -> str:
-    """The ConfigMap holding the current job document per tier of (product, channel)."""
-    return f"channel.{product}.{channel}"

@@ -23,19 +23,20 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import generate_latest
 
+from flashgate.api.published import BUNDLE_LABELS, KIND_LABEL, PUBLISHED_SELECTOR
+from flashgate.kube.client import CONFIGMAPS, JSON, Kube
+from flashgate.kube.runtime import ClockSteps, Watch, WorkQueue, object_key, run_workers
 from flashgate.operator import webhook
 from flashgate.operator.channels import ChannelGuard
 from flashgate.operator.fleets import FleetView
 from flashgate.operator.keys import KeyKeeper
-from flashgate.operator.kube import JSON, Kube
 from flashgate.operator.metrics import Metrics, count
+from flashgate.operator.monitoring import FleetGauges, probe_verifier
 from flashgate.operator.releases import ReleaseGate
-from flashgate.operator.runtime import ClockSteps, Watch, WorkQueue, object_key, run_workers
 from flashgate.operator.store import (
-    CONFIGMAPS,
     FIRMWARE_RELEASES,
-    PUBLISHED_SELECTOR,
     REVOCATION_LISTS,
+    ROLLBACK_FLOORS,
     SIGNING_KEYS,
     KubeStore,
 )
@@ -145,7 +146,7 @@ class Operator:
     def on_published(self, event: str, obj: JSON) -> None:
         """A ConfigMap the operator publishes changed: a channel, or a fleet's trust bundle."""
         labels = (obj.get("metadata") or {}).get("labels") or {}
-        if labels.get("ota.flashgate.dev/kind") == "trust-bundle":
+        if labels.get(KIND_LABEL) == BUNDLE_LABELS[KIND_LABEL]:
             fleet, _ = object_key(obj)
             if event == "DELETED" or not self.keeper.store.wrote(fleet, object_key(obj)[1], obj):
                 self.fleets.add(fleet)  # someone else's hand: the keys' reconcile rewrites it
@@ -171,7 +172,7 @@ class Operator:
     def watches(self) -> list[Watch]:
         handlers: list[tuple[object, Callable[[str, JSON], None], str | None]] = [
             (SIGNING_KEYS, self.on_key, None), (REVOCATION_LISTS, self.on_revocations, None),
-            (FIRMWARE_RELEASES, self.on_release, None),
+            (FIRMWARE_RELEASES, self.on_release, None), (ROLLBACK_FLOORS, self.view.on_floor, None),
             (CONFIGMAPS, self.on_published, PUBLISHED_SELECTOR)]
         scopes = self.cfg.namespaces or (None,)
         return [Watch(self.kube, resource, namespace, handler,  # type: ignore[arg-type]
@@ -190,6 +191,7 @@ class Operator:
         ]
         await asyncio.gather(*(w.synced.wait() for w in watches))
         self.view.synced.set()
+        self.metrics.ready.set(1)
         fleets = self.known_fleets()
         log.info("listed %d releases and %d keys in %d fleets; deciding %d releases",
                  len(self.view.phases), sum(len(k) for k in self.view.keys.values()),
@@ -287,6 +289,7 @@ async def run(cfg: OperatorConfig) -> None:
     operator = Operator(cfg=cfg, kube=kube, view=view, gate=gate, keeper=keeper,
                         guard=ChannelGuard(store=store, metrics=metrics), metrics=metrics)
     metrics.watch(operator.release_counts, operator.key_counts)
+    metrics.collect_with(FleetGauges(view, gate.clock))
     runner = web.AppRunner(operator.http_app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, cfg.metrics_addr, cfg.metrics_port).start()
@@ -296,13 +299,15 @@ async def run(cfg: OperatorConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     work = asyncio.create_task(operator.run())
+    probe = asyncio.create_task(probe_verifier(verifier, metrics))
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
     work.cancel()
+    probe.cancel()
     for task in done:
         if task is work and not task.cancelled() and task.exception():
             log.error("the operator stopped: %s", task.exception())
-    await asyncio.gather(work, return_exceptions=True)
+    await asyncio.gather(work, probe, return_exceptions=True)
     await verifier.close()
     await runner.cleanup()
     await kube.close()

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-Counts = Callable[[], Mapping[tuple[str, ...], int]]
+Counts = Callable[[], Mapping[tuple[str, ...], float]]
 
 
 class _Gauge(Collector):
@@ -64,6 +64,18 @@ class Metrics:
             "flashgate_floor_rebuilds_total",
             "RollbackFloors found missing and rebuilt from what was published.",
             ["namespace", "tier"], registry=self.registry)
+        self.verified_bytes = Counter(
+            "flashgate_release_verified_bytes_total",
+            "Artifact bytes the verifier sidecar fetched and found exactly as signed, by fleet "
+            "and tier (releases it accepted).", ["namespace", "tier"], registry=self.registry)
+        self.verifier_reachable = Gauge(
+            "flashgate_verifier_reachable",
+            "1 when the verifier sidecar answered the operator's last health probe, else 0.",
+            registry=self.registry)
+        self.ready = Gauge(
+            "flashgate_operator_ready",
+            "1 once the operator has listed every fleet and decides releases (as /readyz).",
+            registry=self.registry)
 
     def watch(self, releases: Counts, keys: Counts) -> None:
         """Gauges read at scrape time: releases by (namespace, phase), keys by (namespace, tier,
@@ -74,6 +86,10 @@ class Metrics:
         self.registry.register(_Gauge(
             "flashgate_signing_keys", "SigningKeys by fleet (namespace), tier and phase.",
             ["namespace", "tier", "phase"], keys))
+
+    def collect_with(self, collector: Collector) -> None:
+        """Further gauges computed at scrape time (see monitoring.FleetGauges)."""
+        self.registry.register(collector)
 
 
 def count(labels: Iterator[tuple[str, ...]]) -> dict[tuple[str, ...], int]:

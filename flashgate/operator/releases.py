@@ -38,6 +38,8 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from flashgate.api import FirmwareReleaseSpec, Publication, RollbackFloor, rollback_floor_name
+from flashgate.api.published import channel_name, parse_channel_name
+from flashgate.kube.client import JSON
 from flashgate.operator import ledger
 from flashgate.operator.conditions import (
     condition,
@@ -47,7 +49,6 @@ from flashgate.operator.conditions import (
 )
 from flashgate.operator.failpoints import failpoint
 from flashgate.operator.fleets import FINAL_PHASES, FleetView
-from flashgate.operator.kube import JSON
 from flashgate.operator.metrics import Metrics
 from flashgate.operator.redact import redact_text
 from flashgate.operator.store import FIRMWARE_RELEASES, Store
@@ -151,6 +152,8 @@ class ReleaseGate:
         self._retries.pop((release.fleet, release.name), None)
         if self.metrics is not None:
             self.metrics.verification_seconds.labels(str(spec.tier)).observe(verdict.seconds)
+        if verdict.accepted and verdict.size:
+            self.metrics.verified_bytes.labels(release.fleet, str(spec.tier)).inc(verdict.size)
         if not verdict.accepted:
             await self._reject(release, Reason(verdict.reason or Reason.SignatureInvalid),
                                verdict.message)
@@ -213,7 +216,7 @@ class ReleaseGate:
             return None
         current = ledger.head(floor, spec.channel)
         superseded = current is not None and current.sequence != entry.sequence
-        where = (f"ConfigMap {release.fleet}/{ledger.channel_name(spec.product, spec.channel)} "
+        where = (f"ConfigMap {release.fleet}/{channel_name(spec.product, spec.channel)} "
                  f"key {spec.tier}.json")
         message = (f"published to {where}: signed by {', '.join(entry.key_ids)}"
                    + (f", sha256 {verdict.sha256}, {verdict.size} bytes" if verdict else "")
@@ -302,7 +305,7 @@ class ReleaseGate:
         await self.store.update_channel(fleet, floor.spec.product, entry.channel, update)
 
     async def _scrub_channel(self, fleet: str, cm: JSON, key_ids: AbstractSet[str]) -> None:
-        from flashgate.operator.channels import parse_channel_name, signer_key_ids
+        from flashgate.operator.channels import signer_key_ids
         parsed = parse_channel_name(str((cm.get("metadata") or {}).get("name")))
         if parsed is None:
             return
@@ -340,6 +343,10 @@ class ReleaseGate:
                 if message != shown:
                     await self._status(release.obj, release.generation, phase="Verifying",
                                        reason=None, message=message)
+                    if not shown:  # the slow path only: a quick verdict costs no write for it
+                        await self.store.announce(release.obj,
+                                                  f"verifying.{release.generation}", "Normal",
+                                                  "Verifying", message)
                     shown = message
                 wait = PROGRESS_EVERY
         except VerifierUnavailable as error:

@@ -28,13 +28,16 @@ from flashgate.api import (
     RollbackFloor,
     rollback_floor_name,
 )
-from flashgate.operator.kube import JSON, ApiError, Kube, Resource
-from flashgate.operator.ledger import (
+from flashgate.api.published import (
+    CHANNEL_LABEL,
+    CHANNEL_LABELS,
+    CHANNEL_SELECTOR,
     MANAGED_BY,
-    SEQUENCE_ANNOTATION,
-    ChannelContent,
+    PRODUCT_LABEL,
     channel_name,
 )
+from flashgate.kube.client import CONFIGMAPS, JSON, ApiError, Kube, Resource
+from flashgate.operator.ledger import SEQUENCE_ANNOTATION, ChannelContent
 
 R = TypeVar("R")
 
@@ -42,16 +45,11 @@ FIRMWARE_RELEASES = Resource(GROUP, VERSION, "firmwarereleases", "FirmwareReleas
 SIGNING_KEYS = Resource(GROUP, VERSION, "signingkeys", "SigningKey")
 ROLLBACK_FLOORS = Resource(GROUP, VERSION, "rollbackfloors", "RollbackFloor")
 REVOCATION_LISTS = Resource(GROUP, VERSION, "revocationlists", "RevocationList")
-CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
 EVENTS = Resource("", "v1", "events", "Event")
 VALIDATING_WEBHOOKS = Resource("admissionregistration.k8s.io", "v1",
                                "validatingwebhookconfigurations",
                                "ValidatingWebhookConfiguration")
 
-CHANNEL_LABELS = {"ota.flashgate.dev/kind": "channel"}
-BUNDLE_LABELS = {"ota.flashgate.dev/kind": "trust-bundle"}
-PUBLISHED_SELECTOR = "ota.flashgate.dev/kind in (channel,trust-bundle)"
-CHANNEL_SELECTOR = "ota.flashgate.dev/kind=channel"
 COMPONENT = "flashgate-operator"
 _CONFLICT_RETRIES = 16
 
@@ -218,8 +216,7 @@ class KubeStore:
 
     async def update_channel(self, fleet: str, product: str, channel: str,
                              update: ChannelUpdate) -> bool:
-        labels = {**CHANNEL_LABELS, "ota.flashgate.dev/product": product,
-                  "ota.flashgate.dev/channel": channel}
+        labels = {**CHANNEL_LABELS, PRODUCT_LABEL: product, CHANNEL_LABEL: channel}
 
         def on_configmap(data: Mapping[str, str], annotations: Mapping[str, str]
                          ) -> tuple[Mapping[str, str], Mapping[str, str]] | None:

@@ -1,9 +1,10 @@
-"""Development TLS material: a throwaway CA and a serving certificate for loopback.
+"""A CA and a serving certificate for the admission webhook.
 
 The API server only calls admission webhooks over https with a CA it is given (caBundle). In a
-cluster that material comes from cert-manager or the Helm chart; for local runs, the demo and the
-tests, the operator makes its own with this module (with `cryptography`: oscrypto, which some
-libraries' self-signed helpers use, fails to load with OpenSSL 3).
+cluster that material comes from cert-manager or from the Helm chart's hook (`certgen`, which
+uses this module); for local runs, the demo and the tests, the operator makes its own throwaway
+one at start-up (with `cryptography`: oscrypto, which some libraries' self-signed helpers use,
+fails to load with OpenSSL 3).
 """
 from __future__ import annotations
 
@@ -35,11 +36,13 @@ class ServingCert:
 
 
 def make_serving_cert(hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
-                      days: int = 7) -> ServingCert:
-    """A fresh CA and a server certificate for `hosts` (DNS names or IP addresses)."""
+                      days: int = 7, ca_name_text: str = "flashgate development CA"
+                      ) -> ServingCert:
+    """A fresh CA and a server certificate for `hosts` (DNS names or IP addresses), both valid
+    for `days` from now."""
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flashgate development CA")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name_text)])
     ca = (
         x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
         .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())

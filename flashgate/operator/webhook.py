@@ -13,11 +13,12 @@ those fleets and nothing else (never a revocation).
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import re
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,9 @@ from typing import Any
 from aiohttp import web
 
 from flashgate.api.schema import DNS_LABEL_PATTERN
+from flashgate.kube.client import JSON, ApiError, Kube
 from flashgate.operator import admission
 from flashgate.operator.fleets import FleetView
-from flashgate.operator.kube import JSON, ApiError, Kube
 from flashgate.operator.store import VALIDATING_WEBHOOKS, Store
 from flashgate.trust.vocabulary import Tier
 
@@ -36,6 +37,7 @@ log = logging.getLogger("flashgate.operator")
 RELEASES_PATH = "/validate/firmwarereleases"
 KEYS_PATH = "/validate/signingkeys"
 TIMEOUT_SECONDS = 5
+CERT_RELOAD_SECONDS = 30.0
 
 
 @dataclass
@@ -117,13 +119,52 @@ def make_app(checks: Admission) -> web.Application:
     return app
 
 
-async def serve(app: web.Application, host: str, port: int, cert_dir: Path) -> web.AppRunner:
+async def serve(app: web.Application, host: str, port: int, cert_dir: Path,
+                reload_every: float = CERT_RELOAD_SECONDS) -> web.AppRunner:
+    """Serve `app` over TLS with tls.crt and tls.key of `cert_dir`, loaded again whenever they
+    change (cert-manager or the chart's certgen renew them; the kubelet updates the mounted
+    Secret in place), so a renewal needs no restart."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(cert_dir / "tls.crt"), str(cert_dir / "tls.key"))
+
+    async def reloading(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_reload_when_changed(context, cert_dir, reload_every))
+        yield
+        task.cancel()
+
+    app.cleanup_ctx.append(reloading)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=context).start()
     return runner
+
+
+def _cert_files(cert_dir: Path) -> bytes:
+    try:
+        return (cert_dir / "tls.crt").read_bytes() + (cert_dir / "tls.key").read_bytes()
+    except OSError:
+        return b""
+
+
+async def _reload_when_changed(context: ssl.SSLContext, cert_dir: Path, every: float) -> None:
+    """New connections get the new certificate; a pair that does not load (caught mid-update)
+    is tried again at the next look, the old one served meanwhile."""
+    loaded = _cert_files(cert_dir)
+    while True:
+        await asyncio.sleep(every)
+        current = _cert_files(cert_dir)
+        if current == loaded or not current:
+            continue
+        crt, key = str(cert_dir / "tls.crt"), str(cert_dir / "tls.key")
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(crt, key)
+            context.load_cert_chain(crt, key)
+        except (OSError, ssl.SSLError) as error:
+            log.warning("the webhook's new certificate in %s does not load yet: %s", cert_dir,
+                        error)
+            continue
+        loaded = current
+        log.info("the webhook serves the new certificate in %s", cert_dir)
 
 
 def configuration(name: str, base_url: str, ca_pem: bytes,

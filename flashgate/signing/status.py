@@ -1,15 +1,20 @@
 """`flashgate status`: what a fleet trusts and publishes now, read from the cluster.
 
 The one part of the station that talks to Kubernetes, and only to read: SigningKeys (the trust
-set per tier), RollbackFloors, and the channel ConfigMaps the operator publishes job documents
-into. `read_fleet` does the I/O; `render` is a pure function of what was read.
+set per tier), RollbackFloors, the channel ConfigMaps the operator publishes job documents into,
+and the FirmwareReleases that need attention (Rejected, Withdrawn, or not decided yet: listed with
+field selectors, so the API server filters and a fleet's many published releases are not read).
+`read_fleet` does the I/O; `render` is a pure function of what was read. Its first section is what
+the alerts (charts/flashgate/files/alerts.yaml) page about: releases rejected or withdrawn,
+releases waiting long, keys that expire soon or were revoked, tiers without an Active key.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -20,6 +25,12 @@ from flashgate.trust.vocabulary import Tier, format_time
 
 CHANNEL_SELECTOR = "app.kubernetes.io/managed-by=flashgate,ota.flashgate.dev/kind=channel"
 _TIER_ORDER = MappingProxyType({str(t): i for i, t in enumerate(Tier)})
+# As the alerts FlashgateSigningKeyExpiresSoon and FlashgateReleasesStuck.
+EXPIRES_SOON_SECONDS = 14 * 86400
+STUCK_AFTER_SECONDS = 15 * 60
+ATTENTION_SELECTORS = ("status.phase=Rejected", "status.phase=Withdrawn",
+                       "status.phase!=Published,status.phase!=Rejected,status.phase!=Withdrawn")
+SHOWN_RELEASES = 10
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,8 @@ class FleetView:
     signing_keys: Sequence[Mapping[str, Any]]
     floors: Sequence[Mapping[str, Any]]
     channel_maps: Sequence[Mapping[str, Any]]
+    releases: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    """FirmwareReleases Rejected, Withdrawn or undecided (ATTENTION_SELECTORS)."""
 
 
 def current_namespace(kubeconfig: str | None, context: str | None) -> str:
@@ -74,6 +87,9 @@ def read_fleet(fleet: str, kubeconfig: str | None, context: str | None) -> Fleet
             floors = custom.list_namespaced_custom_object(GROUP, VERSION, fleet,
                                                           "rollbackfloors")
             maps = core.list_namespaced_config_map(fleet, label_selector=CHANNEL_SELECTOR)
+            releases = [r for selector in ATTENTION_SELECTORS for r in _items(
+                custom.list_namespaced_custom_object(GROUP, VERSION, fleet, "firmwarereleases",
+                                                     field_selector=selector))]
         except ApiException as err:
             if err.status == 404:
                 raise StationError(f"the API server has no {GROUP} resources",
@@ -81,15 +97,19 @@ def read_fleet(fleet: str, kubeconfig: str | None, context: str | None) -> Fleet
                                    ) from err
             if err.status == 403:
                 raise StationError(f"not allowed to read fleet {fleet!r}: {err.reason}",
-                                   "ask for get/list on signingkeys, rollbackfloors and "
-                                   "configmaps in that namespace") from err
+                                   "ask for get/list on signingkeys, rollbackfloors, "
+                                   "firmwarereleases and configmaps in that namespace") from err
+            if err.status == 400 and "field label" in str(err.body):
+                raise StationError("the API server cannot select FirmwareReleases by phase",
+                                   "update the flashgate CRDs (crds/, or the Helm chart)"
+                                   ) from err
             raise StationError(f"the API server answered {err.status} {err.reason}") from err
         except (OSError, HTTPError) as err:
             raise StationError(f"cannot reach the API server: {err}",
                                "check the kubeconfig's server and your network") from err
         channel_maps = [api_client.sanitize_for_serialization(m) for m in maps.items]
     return FleetView(fleet=fleet, signing_keys=_items(keys), floors=_items(floors),
-                     channel_maps=channel_maps)
+                     channel_maps=channel_maps, releases=releases)
 
 
 def _items(listing: object) -> list[Mapping[str, Any]]:
@@ -99,7 +119,11 @@ def _items(listing: object) -> list[Mapping[str, Any]]:
 
 def render(view: FleetView, now: int, *, all_keys: bool = False) -> str:
     """The status screen: plain aligned text like kubectl's, one section per question."""
-    out = [f"Fleet {view.fleet} at {format_time(now)}", "", "TRUST SET"]
+    out = [f"Fleet {view.fleet} at {format_time(now)}", "", "NEEDS ATTENTION"]
+    attention = _attention(view, now)
+    out += _table(["WHAT", "NAME", "TIER", "DETAIL"], attention) if attention else [
+        "nothing: no release rejected, withdrawn or stuck, no key expiring or revoked"]
+    out += ["", "TRUST SET"]
     out += _trust_set(view.signing_keys, all_keys)
     out += ["", "ROLLBACK FLOORS"]
     floors = sorted(
@@ -114,6 +138,62 @@ def render(view: FleetView, now: int, *, all_keys: bool = False) -> str:
     out += _table(["CHANNEL", "PRODUCT", "TIER", "RELEASE", "VERSION", "SECURITY VERSION",
                    "PUBLISHED"], channels) if channels else ["nothing published"]
     return "\n".join(out) + "\n"
+
+
+def _attention(view: FleetView, now: int) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    by_phase: dict[str, list[Mapping[str, Any]]] = {}
+    for release in view.releases:
+        by_phase.setdefault(_get(release, "status", "phase") or "Pending", []).append(release)
+    for phase in ("Rejected", "Withdrawn"):
+        found = sorted(by_phase.pop(phase, []), reverse=True,
+                       key=lambda r: str(_get(r, "metadata", "creationTimestamp")))
+        for release in found[:SHOWN_RELEASES]:
+            rows.append((phase.lower(), _get(release, "metadata", "name"),
+                         _get(release, "spec", "tier"), _said(release)))
+        if len(found) > SHOWN_RELEASES:
+            rows.append((phase.lower(), f"... {len(found) - SHOWN_RELEASES} more", "",
+                         f"kubectl get firmwarereleases -n {view.fleet} "
+                         f"--field-selector status.phase={phase}"))
+    for release in (r for waiting in by_phase.values() for r in waiting):
+        since = _seconds(_get(release, "metadata", "creationTimestamp"))
+        if since is not None and now - since > STUCK_AFTER_SECONDS:
+            rows.append(("waiting", _get(release, "metadata", "name"),
+                         _get(release, "spec", "tier"),
+                         f"{(now - since) // 60} min: {_said(release)}"))
+    keys = [k for k in view.signing_keys if isinstance(k, Mapping)]
+    staged = {_get(k, "spec", "tier") for k in keys if _get(k, "status", "phase") == "Staged"}
+    active = {_get(k, "spec", "tier") for k in keys if _get(k, "status", "phase") == "Active"}
+    for key in sorted(keys, key=lambda k: str(_get(k, "metadata", "name"))):
+        name, tier = _get(key, "metadata", "name"), _get(key, "spec", "tier")
+        phase = _get(key, "status", "phase")
+        until = _seconds(_get(key, "status", "trustedUntil"))
+        soon = until is not None and until - now < EXPIRES_SOON_SECONDS
+        if phase == "Active" and soon and until is not None and tier not in staged:
+            rows.append(("expires", name, tier,
+                         f"trusted until {format_time(until)}, in "
+                         f"{max(until - now, 0) // 86400} days; no successor Staged"))
+        elif phase == "Revoked":
+            rows.append(("revoked", name, tier, _said(key)))
+    for tier in sorted({_get(k, "spec", "tier") for k in keys} - active,
+                       key=lambda t: _TIER_ORDER.get(t, 99)):
+        rows.append(("no Active key", "", tier, "nothing can sign this tier's next release"))
+    return [tuple(str(c) if c is not None else "-" for c in row) for row in rows]
+
+
+def _said(obj: Mapping[str, Any]) -> str:
+    reason, message = _get(obj, "status", "reason"), _get(obj, "status", "message") or ""
+    text = f"{reason}: {message}" if reason else message
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _seconds(value: Any) -> int | None:
+    """Unix seconds of an RFC 3339 time (a datetime when YAML read it), None if unreadable."""
+    try:
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        return int(moment.timestamp())
+    except (TypeError, ValueError):
+        return None
 
 
 def _trust_set(keys: Sequence[Mapping[str, Any]], all_keys: bool) -> list[str]:

@@ -39,34 +39,27 @@ read-only file (a ConfigMap mounted into the sidecar container) and never from a
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     IPvAnyNetwork,
-    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
-from yarl import URL
 
+from flashgate.configfile import ConfigError as ConfigError  # raised by load_settings
+from flashgate.configfile import load, validate
+from flashgate.s3 import S3Section, S3Settings
 from flashgate.trust import Algorithm, KeyRecord, Policy, Tier, TrustError, spki_from_pem
 from flashgate.trust.keyring import root_key
 from flashgate.verifier_sidecar.fetch import FetchLimits, URLPolicy
-from flashgate.verifier_sidecar.s3 import S3Settings
 from flashgate.verifier_sidecar.slots import default_share
 from flashgate.verifier_sidecar.urlpolicy import ArtifactPrefixes, URLPrefix
-
-
-class ConfigError(Exception):
-    """The configuration file is missing, unreadable or invalid; the message says where."""
 
 
 class _Model(BaseModel):
@@ -82,33 +75,6 @@ class RootKey(_Model):
 class RootFile(_Model):
     path: Path = Field(description="a PEM public key file of a fleet root")
     algorithm: Algorithm
-
-
-class S3Section(_Model):
-    """Where s3://bucket/key URLs are fetched from, and with which read-only credentials."""
-
-    endpoint: str = Field(description="https base URL of the S3 API")
-    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,40}$")
-    addressing_style: Literal["path", "virtual"] = "path"
-    access_key_id_file: Path | None = None
-    secret_access_key_file: Path | None = None
-    session_token_file: Path | None = None
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        url = URL(value)
-        if url.scheme != "https" or not url.host or url.raw_user or url.raw_query_string:
-            raise ValueError("endpoint must be https://host[:port][/path], TLS verified, "
-                             "without credentials or query")
-        return value
-
-    def settings(self) -> S3Settings:
-        return S3Settings(endpoint=URL(self.endpoint), region=self.region,
-                          addressing_style=self.addressing_style,
-                          access_key_id_file=self.access_key_id_file,
-                          secret_access_key_file=self.secret_access_key_file,
-                          session_token_file=self.session_token_file)
 
 
 def _prefixes(value: list[str] | None) -> list[str] | None:
@@ -132,7 +98,9 @@ class SidecarConfig(_Model):
 
     roots: list[RootKey] = Field(default_factory=list)
     root_files: list[RootFile] = Field(default_factory=list)
-    thresholds: dict[Tier, int] = Field(default_factory=dict)
+    thresholds: dict[Tier, int] = Field(
+        default_factory=dict,  # the schema says what _thresholds checks (the chart's schema)
+        json_schema_extra={"additionalProperties": {"type": "integer", "minimum": 1}})
     max_security_version_jump: int = Field(default=100, ge=0)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     headers_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -238,12 +206,7 @@ def root_record(pem: str, algorithm: Algorithm, where: str) -> KeyRecord:
 
 def settings_from(data: object) -> Settings:
     """Validate an already parsed document. Raises ConfigError."""
-    try:
-        config = SidecarConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
-                             for e in exc.errors())
-        raise ConfigError(f"invalid configuration: {problems}") from None
+    config = validate(SidecarConfig, data)
     roots = [root_record(r.public_key, r.algorithm, f"roots[{i}]")
              for i, r in enumerate(config.roots)]
     for i, f in enumerate(config.root_files):
@@ -257,18 +220,4 @@ def settings_from(data: object) -> Settings:
 
 def load_settings(path: Path) -> Settings:
     """Read, parse (YAML, or JSON which YAML reads too) and validate. Raises ConfigError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config {path} is not valid {path.suffix.lstrip('.') or 'YAML'}: "
-                          f"{exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping of settings")
-    try:
-        return settings_from(data)
-    except ConfigError as exc:
-        raise ConfigError(f"config {path}: {exc}") from None
+    return load(path, settings_from)

@@ -27,7 +27,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from flashgate.verifier_sidecar.s3 import S3Settings, sign_get
+from flashgate.s3 import S3CredentialsError, S3Settings, S3URLError, sign_get
 from flashgate.verifier_sidecar.urlpolicy import (
     ArtifactUnavailable,
     CheckedURL,
@@ -191,9 +191,16 @@ class Fetcher:
         if self.s3 is None:
             raise ArtifactUnavailable("s3:// URLs are not configured on this sidecar (no s3 "
                                       "section with an endpoint in its configuration)")
-        target = self.s3.object_url(checked.url)
+        try:
+            target = self.s3.object_url(checked.url)
+        except S3URLError as exc:
+            raise URLNotAllowed(str(exc)) from None
         endpoint = await self.checker.check(target)  # the endpoint passes the URL policy too
-        headers = sign_get(target, self.s3.credentials(), self.s3.region, datetime.now(UTC))
+        try:
+            credentials = self.s3.credentials()
+        except S3CredentialsError as exc:
+            raise ArtifactUnavailable(str(exc)) from None
+        headers = sign_get(target, credentials, self.s3.region, datetime.now(UTC))
         # No redirects: a signed request is for one host, and S3 does not redirect GETs of a
         # correctly addressed object.
         return await self._https(endpoint, expected, transfer, headers=headers, redirects=0)

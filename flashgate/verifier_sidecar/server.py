@@ -7,6 +7,10 @@ same pod is the one client); holds no Kubernetes credentials and makes no Kubern
 
     flashgate-verifier --config /etc/flashgate/verifier.yaml --listen 127.0.0.1:8181
     python -m flashgate.verifier_sidecar --config verifier.yaml --unix-socket /run/fg/verifier.sock
+    flashgate-verifier --config ... --probe-listen 0.0.0.0:9090   # /healthz and /metrics only
+
+In a pod, --probe-listen serves GET /healthz and GET /metrics (nothing else) on the pod's address,
+for the kubelet's probes and Prometheus; the verification API stays on loopback.
 
 On start it prints one line, "flashgate-verifier listening on <address>", to stdout (useful with
 port 0). Exit codes: 0 after SIGTERM/SIGINT, 2 for a bad command line or configuration.
@@ -69,6 +73,15 @@ def make_app(settings: Settings, source: ArtifactSource | None = None) -> web.Ap
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
     return app
+
+
+def make_probe_app(app: web.Application) -> web.Application:
+    """/healthz and /metrics of `app`, and nothing else (for --probe-listen)."""
+    probes = web.Application(middlewares=[_errors])
+    probes[METRICS] = app[METRICS]
+    probes.router.add_get("/healthz", healthz)
+    probes.router.add_get("/metrics", metrics_page)
+    return probes
 
 
 # ---- handlers ------------------------------------------------------------------------------
@@ -165,16 +178,21 @@ def _log(kind: str, **fields: object) -> None:
 
 # ---- process -------------------------------------------------------------------------------
 
-def _listen_address(text: str) -> tuple[str, int]:
-    """HOST:PORT on loopback only (the API has no authentication: the pod is the boundary)."""
+def _host_port(text: str, option: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"--listen {text!r} is not HOST:PORT")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{option} {text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    """HOST:PORT on loopback only (the API has no authentication: the pod is the boundary)."""
+    host, port = _host_port(text, "--listen")
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
         raise ValueError(f"--listen {text!r}: the sidecar API listens on loopback only "
                          "(127.0.0.1, ::1) or on a Unix socket")
-    return host, int(port)
+    return host, port
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -189,16 +207,26 @@ def _parser() -> argparse.ArgumentParser:
                        help="loopback HOST:PORT to listen on (default 127.0.0.1:8181; port 0 "
                             "picks a free one)")
     where.add_argument("--unix-socket", type=Path, help="listen on this Unix socket instead")
+    parser.add_argument("--probe-listen", metavar="HOST:PORT",
+                        help="also serve /healthz and /metrics (only those) here, e.g. "
+                             "0.0.0.0:9090 in a pod for the kubelet's probes and Prometheus")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
 
 async def serve(app: web.Application, *, host: str = "127.0.0.1", port: int = 8181,
-                unix_socket: Path | None = None) -> None:
+                unix_socket: Path | None = None,
+                probe: tuple[str, int] | None = None) -> None:
     """Run until SIGTERM or SIGINT."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()
+    runners = [runner]
+    if probe is not None:
+        probes = web.AppRunner(make_probe_app(app), access_log=None, shutdown_timeout=1)
+        await probes.setup()
+        await web.TCPSite(probes, *probe).start()
+        runners.append(probes)
     site: web.BaseSite
     if unix_socket is not None:
         if unix_socket.is_socket():
@@ -217,7 +245,8 @@ async def serve(app: web.Application, *, host: str = "127.0.0.1", port: int = 81
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        for each in reversed(runners):
+            await each.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         host, port = _listen_address(args.listen) if args.unix_socket is None else ("", 0)
+        probe = _host_port(args.probe_listen, "--probe-listen") if args.probe_listen else None
     except (ConfigError, ValueError) as exc:
         print(f"flashgate-verifier: {exc}", file=sys.stderr)
         return 2
@@ -236,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
              ", ".join(r.key_id for r in settings.roots),
              {str(t): k for t, k in settings.config.thresholds.items()} or "1 for every tier",
              settings.config.max_security_version_jump)
-    asyncio.run(serve(make_app(settings), host=host, port=port, unix_socket=args.unix_socket))
+    asyncio.run(serve(make_app(settings), host=host, port=port, unix_socket=args.unix_socket,
+                      probe=probe))
     return 0
 
 

@@ -60,6 +60,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flashgate.api import FirmwareReleaseSpec, RevocationList, SigningKeySpec
+from flashgate.api.published import BUNDLE_CONFIGMAP, BUNDLE_KEY
 from flashgate.operator import bundle
 from flashgate.operator.fleets import FINAL_PHASES, ParsedKey, parse_key
 from flashgate.trust import (
@@ -75,6 +76,7 @@ from flashgate.trust.cose import CT_RELEASE, parse_sign1
 from flashgate.trust.fleet import (
     EndorsementCache,
     FleetKey,
+    check_revocation,
     check_signing_key,
     expected_manifest,
     fleet_keyring,
@@ -87,7 +89,6 @@ JSON = Mapping[str, Any]
 FLOOR, CHANNEL, RELEASE, KEY, REVOCATIONS, EVENT = (
     "RollbackFloor", "ConfigMap", "FirmwareRelease", "SigningKey", "RevocationList", "Event")
 KINDS = (FLOOR, CHANNEL, RELEASE, KEY, REVOCATIONS, EVENT)
-BUNDLE_CONFIGMAP, BUNDLE_KEY = bundle.BUNDLE_CONFIGMAP, bundle.BUNDLE_KEY
 
 HEALTHY_GRACE = 10.0
 """Seconds a revoked key's document may stay in a channel after the revocation was observed,
@@ -753,5 +754,8 @@ def expected_bundle(history: History, fleet: str, now: int, trust: Trust) -> str
     record_obj = history.current(REVOCATIONS, fleet).get("revocations")
     phases = trust.phases(fleet, keys, _revoked_ids(keys, record_obj), now)
     record = RevocationList.model_validate(record_obj) if record_obj else None
-    return bundle.build(fleet, list(zip(keys, phases, strict=True)), record, now)[0]
+    refused = {k.spec.revocation: check.message or "" for k in keys if k.spec.revocation
+               for check in [check_revocation(k.spec, fleet, trust.setting.roots, k.key_id)]
+               if check.verified is False}
+    return bundle.build(fleet, list(zip(keys, phases, strict=True)), record, now, refused).text
 

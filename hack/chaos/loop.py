@@ -56,7 +56,7 @@ from chaos.invariants import (
 from chaos.observer import Observer, scrape_publications
 from chaos.system import BUCKET, System
 from chaos.world import Action, FleetModel, World
-from flashgate.operator.kube import ApiError, Kube
+from flashgate.kube.client import ApiError, Kube
 from flashgate.operator.store import FIRMWARE_RELEASES, SIGNING_KEYS
 
 log = logging.getLogger("chaos")
@@ -335,6 +335,11 @@ async def run_chaos(*, iterations: int, seed: int, faults: Sequence[str], workdi
     started = time.monotonic()
     rng = random.Random(seed)
     report = Report(seed)
+    # The observer's watches use the operator's runtime, which warns at every retry while the API
+    # server is down: expected here, and the report says how it went.
+    watch_log = logging.getLogger("flashgate.operator")
+    watch_level = watch_log.level
+    watch_log.setLevel(logging.CRITICAL)
     system = await asyncio.to_thread(System.start, workdir, with_s3)
     observer: Observer | None = None
     kube: Kube | None = None
@@ -378,6 +383,7 @@ async def run_chaos(*, iterations: int, seed: int, faults: Sequence[str], workdi
         if kube is not None:
             await kube.close()
         await asyncio.to_thread(system.stop)
+        watch_log.setLevel(watch_level)
         report.seconds = time.monotonic() - started
     return report
 
@@ -401,7 +407,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_s3 and "s3-kill" in faults:
         faults.remove("s3-kill")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("flashgate.operator").setLevel(logging.CRITICAL)  # the observer's retries
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="flashgate-chaos-"))
     print(f"chaos: seed {seed}, work directory {workdir}", flush=True)

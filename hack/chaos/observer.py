@@ -6,7 +6,7 @@ through the fault-injecting proxy the operators use), the RollbackFloors, the ch
 trust-bundle ConfigMaps, the FirmwareReleases, SigningKeys, RevocationLists and Events of every
 namespace, and records each version of an object in a fleet under test with the wall time it
 arrived (`invariants.History`). It reuses the operator's own list-then-watch stream
-(`flashgate.operator.runtime.Watch`), retrying every quarter second while the API server is down
+(`flashgate.kube.runtime.Watch`), retrying every quarter second while the API server is down
 so that the history catches up as soon as it is back. A listing after the first (the watch's
 resourceVersion had expired) is counted: versions in between may be missing.
 
@@ -32,13 +32,12 @@ from chaos.invariants import (
     History,
     Observation,
 )
-from flashgate.operator.kube import JSON, Kube, Resource
-from flashgate.operator.runtime import SYNC, Watch, object_key
+from flashgate.api.published import PUBLISHED_SELECTOR
+from flashgate.kube.client import CONFIGMAPS, JSON, Kube, Resource
+from flashgate.kube.runtime import SYNC, Watch, object_key
 from flashgate.operator.store import (
-    CONFIGMAPS,
     EVENTS,
     FIRMWARE_RELEASES,
-    PUBLISHED_SELECTOR,
     REVOCATION_LISTS,
     ROLLBACK_FLOORS,
     SIGNING_KEYS,

@@ -222,7 +222,7 @@ def test_printer_columns(fleet: Fleet, key: str, release: str, floor: str) -> No
 
     assert header("fwr") == ["NAME", "PHASE", "TIER", "PRODUCT", "VERSION", "SECURITYVERSION",
                              "REASON", "AGE"]
-    assert header("sk") == ["NAME", "PHASE", "TIER", "REASON", "AGE"]
+    assert header("sk") == ["NAME", "PHASE", "TIER", "UNTIL", "REASON", "AGE"]
     assert {"ALGORITHM", "KEYID"} <= set(header("sk", "-o", "wide"))
     assert header("rbf") == ["NAME", "PRODUCT", "TIER", "FLOOR", "AGE"]
     row = fleet.kubectl("get", "rbf", floor, "--no-headers").stdout.split()

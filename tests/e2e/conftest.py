@@ -33,15 +33,16 @@ ROOT_DAY = 86400
 
 class GateSystem(LocalGate):
     """The session's gate (hack/localgate.py) with a fleet root made for this run; tests may stop
-    and start the operator or the sidecar, or start a second operator."""
+    and start the operator or the sidecar, or start a second operator. `options` go to LocalGate
+    (ports, the operator's identity, its webhook's address and certificate)."""
 
     def __init__(self, kube: Cluster, workdir: Path, root: KeySigner | None = None,
-                 **ports: Any) -> None:
+                 **options: Any) -> None:
         self.kube = kube
         self.root = root or generate(Algorithm.ED25519)
         super().__init__(kubectl=kube.kubectl_path, kubeconfig=kube.kubeconfig, workdir=workdir,
                          roots=[{"publicKey": self.root.public_pem,
-                                 "algorithm": str(self.root.algorithm)}], **ports)
+                                 "algorithm": str(self.root.algorithm)}], **options)
 
 
 @pytest.fixture(scope="package")

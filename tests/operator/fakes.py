@@ -11,6 +11,7 @@ These are fakes of I/O only: every decision under test is the operator's own cod
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
@@ -20,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flashgate.api import REVOCATION_LIST_NAME, RevocationList, RollbackFloor, rollback_floor_name
+from flashgate.api.published import channel_name
+from flashgate.kube.client import JSON, Resource
 from flashgate.operator.channels import ChannelGuard
 from flashgate.operator.fleets import FleetView
 from flashgate.operator.keys import KeyKeeper
-from flashgate.operator.kube import JSON, Resource
-from flashgate.operator.ledger import SEQUENCE_ANNOTATION, channel_name
+from flashgate.operator.ledger import SEQUENCE_ANNOTATION
 from flashgate.operator.metrics import Metrics
 from flashgate.operator.releases import ReleaseGate
 from flashgate.operator.store import (
@@ -85,6 +87,7 @@ class MemoryStore:
         metadata["resourceVersion"] = str(next(self.versions))
         metadata.setdefault("uid", f"uid-{metadata['name']}-{metadata['resourceVersion']}")
         metadata.setdefault("generation", 1)
+        metadata.setdefault("creationTimestamp", format_time(NOW))
         self.objects[(kind, metadata["namespace"], metadata["name"])] = obj
         return copy_of(obj)
 
@@ -229,11 +232,15 @@ class ScriptedVerifier:
     signers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # release -> keyIds
     rejections: dict[str, tuple[Reason, str]] = field(default_factory=dict)
     not_endorsed: set[str] = field(default_factory=set)  # keyIds
+    # spec.revocation envelopes that are not a root-signed revocation of their key -> why
+    forged_revocations: dict[str, str] = field(default_factory=dict)
     down: bool = False
     calls: int = 0
+    delay: float = 0.0  # seconds each release verification takes
 
     async def verify_release(self, request: ReleaseRequest) -> ReleaseVerdict:
         self.calls += 1
+        await asyncio.sleep(self.delay)
         if self.down:
             raise VerifierUnavailable("connection refused")
         spec = request.release
@@ -265,8 +272,12 @@ class ScriptedVerifier:
             raise VerifierUnavailable("connection refused")
         kid = key_id_of(request.spec.public_key)
         endorsed = kid not in self.not_endorsed
+        revocation = request.spec.revocation
+        forged = self.forged_revocations.get(revocation or "")
         return KeyVerdict(endorsed=endorsed, key_id=kid, message="scripted",
-                          reason=None if endorsed else Reason.UnknownKey)
+                          reason=None if endorsed else Reason.UnknownKey,
+                          revocation_verified=None if not revocation else forged is None,
+                          revocation_message=forged)
 
 
 def key_id_of(pem: str) -> str:
@@ -331,6 +342,8 @@ class World:
                 self.view.on_revocations("MODIFIED", copy_of(obj))
             elif kind == "FirmwareRelease":
                 self.view.on_release("MODIFIED", copy_of(obj))
+            elif kind == "RollbackFloor":
+                self.view.on_floor("MODIFIED", copy_of(obj))
 
     def add_key(self, name: str, signer: KeySigner | None = None, **spec: Any) -> KeySigner:
         signer = signer or generate(Algorithm.ED25519)

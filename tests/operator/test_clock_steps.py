@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from flashgate.kube.runtime import ClockSteps
 from flashgate.operator.channels import ChannelGuard
 from flashgate.operator.main import Operator, parse_args
-from flashgate.operator.runtime import ClockSteps
 from flashgate.trust.vocabulary import format_time
 
 from .fakes import NOW, World

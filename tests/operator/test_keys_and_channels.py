@@ -200,6 +200,37 @@ def test_the_trust_bundle_carries_trusted_keys_and_root_signed_revocations() -> 
     assert bundle(world)["revocations"] == ["cmV2b2tlZA=="]
 
 
+def test_a_revocation_the_verifier_refuses_is_left_out_and_the_key_says_so() -> None:
+    """The bundle carries only what devices can verify, and the condition does not claim that
+    devices were told when the envelope on the key is not the root's."""
+    world = World()
+    world.verifier.forged_revocations["Zm9yZ2Vk"] = "signed by key 1f2e, which is not a fleet root"
+    world.add_key("app", endorsement="YXBw", revoked=True, revocation="Zm9yZ2Vk")
+    world.add_key("other", endorsement="b3RoZXI=", revoked=True, revocation="cmV2b2tlZA==")
+    asyncio.run(world.keys())
+    assert bundle(world)["revocations"] == ["cmV2b2tlZA=="]
+    told = {c["type"]: c for c in status(world, "SigningKey", "app")["conditions"]}  # type: ignore[union-attr]
+    assert told["DevicesToldOfRevocation"]["status"] == "False"
+    assert told["DevicesToldOfRevocation"]["reason"] == "RevocationNotRootSigned"
+    assert "which is not a fleet root" in told["DevicesToldOfRevocation"]["message"]
+    other = {c["type"]: c for c in status(world, "SigningKey", "other")["conditions"]}  # type: ignore[union-attr]
+    assert other["DevicesToldOfRevocation"]["reason"] == "InTrustBundle"
+
+
+def test_a_revocation_leaves_the_bundle_when_its_key_expires_on_time() -> None:
+    """A revoked key has no phase transition ahead, but its revocation's end in the bundle is a
+    change: the fleet is looked at again then, not at the hourly recheck."""
+    world = World()
+    world.add_key("app", endorsement="YXBw", revoked=True, revocation="cmV2b2tlZA==",
+                  notAfter=format_time(NOW + 600))
+    delay = asyncio.run(world.keys())
+    assert bundle(world)["revocations"] == ["cmV2b2tlZA=="]
+    assert delay == 600
+    world.clock[0] = NOW + 601
+    asyncio.run(world.keys())
+    assert bundle(world)["revocations"] == []
+
+
 def test_a_forged_trust_bundle_is_rewritten() -> None:
     world = World()
     world.add_key("app", endorsement="YXBw")

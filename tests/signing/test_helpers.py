@@ -31,7 +31,7 @@ from flashgate.signing.resources import (
 from flashgate.signing.status import FleetView, render
 from flashgate.trust.durations import format_duration
 from flashgate.trust.payloads import ReleaseManifest
-from flashgate.trust.vocabulary import Algorithm, Tier
+from flashgate.trust.vocabulary import Algorithm, Tier, format_time
 
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
 
@@ -223,3 +223,55 @@ def test_progress_bar_only_on_a_terminal_for_large_files() -> None:
     small = _Terminal()
     _Bar(small, "fw.bin", total - 1).update(total - 1)
     assert piped.getvalue() == small.getvalue() == ""
+
+
+def test_status_screen_says_first_what_the_alerts_page_about() -> None:
+    def release(name: str, phase: str | None, created: int, reason: str | None = None,
+                message: str = "") -> dict[str, Any]:
+        status = {"phase": phase, "reason": reason, "message": message} if phase else {}
+        return {"metadata": {"name": name, "creationTimestamp": format_time(created)},
+                "spec": {"tier": "application"}, "status": status}
+
+    def key(name: str, tier: str, phase: str, until: int) -> dict[str, Any]:
+        return {"metadata": {"name": name}, "spec": {"tier": tier},
+                "status": {"phase": phase, "reason": phase, "message": f"{name} is {phase}",
+                           "trustedUntil": format_time(until)}}
+
+    day = 86400
+    view = FleetView(
+        fleet="gw-1", floors=[], channel_maps=[],
+        signing_keys=[key("app", "application", "Active", NOW + 9 * day),
+                      key("cfg", "config", "Active", NOW + 5 * day),
+                      key("cfg-next", "config", "Staged", NOW + 90 * day),
+                      key("os-old", "os", "Revoked", NOW),
+                      key("os", "os", "Active", NOW + 90 * day),
+                      key("boot", "bootloader", "Pending", NOW)],
+        releases=[release("fw-old", "Rejected", NOW - 7200, "HashMismatch", "sha256 differs"),
+                  release("fw-new", "Rejected", NOW - 60, "RollbackRejected", "x" * 200),
+                  release("fw-gone", "Withdrawn", NOW - 600, "KeyRevoked", "signed by os-old"),
+                  release("fw-stuck", "Pending", NOW - 1200, "VerifierUnavailable", "down"),
+                  release("fw-fresh", None, NOW - 60)])
+    lines = render(view, NOW).splitlines()
+    section = lines[lines.index("NEEDS ATTENTION") + 1:lines.index("TRUST SET") - 1]
+    assert section[0].split() == ["WHAT", "NAME", "TIER", "DETAIL"]
+    assert [line.split()[:3] for line in section[1:]] == [
+        ["rejected", "fw-new", "application"], ["rejected", "fw-old", "application"],
+        ["withdrawn", "fw-gone", "application"], ["waiting", "fw-stuck", "application"],
+        ["expires", "app", "application"], ["revoked", "os-old", "os"],
+        ["no", "Active", "key"]]
+    assert section[1].endswith("RollbackRejected: " + "x" * 99 + "...")
+    assert section[2].endswith("HashMismatch: sha256 differs")
+    assert section[4].endswith("20 min: VerifierUnavailable: down")
+    assert section[5].endswith(f"trusted until {format_time(NOW + 9 * day)}, in 9 days; "
+                               "no successor Staged")
+    assert section[7].split()[3] == "bootloader"
+
+    many = FleetView("gw-1", [], [], [], releases=[
+        release(f"fw-{i:02d}", "Rejected", NOW - i) for i in range(13)])
+    lines = render(many, NOW).splitlines()
+    assert sum(line.startswith("rejected") for line in lines) == 11
+    assert lines[14].split() == ["rejected", "...", "3", "more", "kubectl", "get",
+                                 "firmwarereleases", "-n", "gw-1", "--field-selector",
+                                 "status.phase=Rejected"]
+    quiet = render(FleetView("gw-2", [], [], []), NOW)
+    assert "nothing: no release rejected, withdrawn or stuck" in quiet

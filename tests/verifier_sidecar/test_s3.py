@@ -19,6 +19,7 @@ import pytest
 import s3server
 from yarl import URL
 
+from flashgate.s3 import Credentials, S3Settings, presign_get, sign_get
 from flashgate.verifier_sidecar.fetch import (
     ArtifactUnavailable,
     Fetcher,
@@ -26,7 +27,6 @@ from flashgate.verifier_sidecar.fetch import (
     URLNotAllowed,
     URLPolicy,
 )
-from flashgate.verifier_sidecar.s3 import Credentials, S3Settings, sign_get
 
 FAST = FetchLimits(connect_timeout=5, read_timeout=5, total_timeout=30, min_bytes_per_second=0)
 LOOPBACK = URLPolicy.make(allowed_networks=["127.0.0.1/32"])
@@ -45,6 +45,34 @@ def test_sigv4_matches_the_aws_get_object_example() -> None:
         "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
         "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
     assert headers["x-amz-date"] == "20130524T000000Z"
+
+
+def test_presigned_url_matches_the_aws_example() -> None:
+    """AWS SigV4 documentation, "Authenticating Requests: Using Query Parameters", its example
+    presigned GET of examplebucket/test.txt for 86400 seconds."""
+    url = presign_get(URL("https://examplebucket.s3.amazonaws.com/test.txt"),
+                      Credentials("AKIAIOSFODNN7EXAMPLE",
+                                  "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+                      "us-east-1", datetime(2013, 5, 24, tzinfo=UTC), 86400)
+    assert url == (
+        "https://examplebucket.s3.amazonaws.com/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
+        "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
+        "&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404")
+
+
+@pytest.mark.parametrize("expires", [0, -1, 7 * 86400 + 1])
+def test_presigned_url_expiry_is_bounded(expires: int) -> None:
+    with pytest.raises(ValueError, match="expires after 1 to 604800 seconds"):
+        presign_get(URL("https://s3.example.com/b/k"), Credentials("A", "S"), "us-east-1",
+                    datetime(2026, 1, 1, tzinfo=UTC), expires)
+
+
+def test_presigned_url_carries_the_session_token() -> None:
+    url = URL(presign_get(URL("https://s3.example.com/b/k"), Credentials("A", "S", "tok/en"),
+                          "us-east-1", datetime(2026, 1, 1, tzinfo=UTC), 60), encoded=True)
+    assert url.query["X-Amz-Security-Token"] == "tok/en"
+    assert url.raw_path == "/b/k"
 
 
 def test_session_token_is_signed() -> None:
@@ -81,16 +109,17 @@ def test_s3_without_configuration_is_unavailable() -> None:
 
 # ---- a real S3-compatible server -------------------------------------------------------------
 
-def s3_server_for_tests() -> Iterator[s3server.S3Server]:
+def s3_server_for_tests(iam: bool = False) -> Iterator[s3server.S3Server]:
     """versitygw for a test module: built on demand where Go is, skipped where it cannot be had,
-    and a failure in CI (where hack/setup.sh must have installed it)."""
+    and a failure in CI (where hack/setup.sh must have installed it). `iam`: with user accounts
+    (S3Server.read_only_user)."""
     if s3server.find() is None:
         if os.environ.get("CI"):
             pytest.fail("versitygw is not installed: hack/setup.sh installs it "
                         f"({s3server.binary_path()})")
         if shutil.which("go") is None:
             pytest.skip("versitygw is not installed and Go is missing to build it (hack/setup.sh)")
-    with s3server.S3Server() as server:
+    with s3server.S3Server(iam=iam) as server:
         yield server
 
 

@@ -410,9 +410,41 @@ def test_subprocess_sidecar(fleet: Fleet, sidecar: tuple[str, subprocess.Popen[s
     assert lines[0]["bytes"] == 15000 and lines[0]["keyIds"]
 
 
+def test_probe_listener_serves_health_and_metrics_only(fleet: Fleet, tmp_path: Path) -> None:
+    """--probe-listen: what the kubelet and Prometheus reach on the pod's address; the
+    verification API is not there."""
+    config = write_config(fleet, tmp_path / "verifier.yaml")
+    probe = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flashgate.verifier_sidecar", "--config", str(config),
+         "--listen", "127.0.0.1:0", "--probe-listen", f"127.0.0.1:{probe}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        assert "listening on" in proc.stdout.readline()
+
+        async def scenario() -> None:
+            async with aiohttp.ClientSession() as session:
+                base = f"http://127.0.0.1:{probe}"
+                async with session.get(f"{base}/healthz") as response:
+                    assert (response.status, await response.text()) == (200, "ok")
+                async with session.get(f"{base}/metrics") as response:
+                    assert response.status == 200
+                    assert "flashgate_verifier_verifications" in await response.text()
+                async with session.post(f"{base}/v1/verify/release", json={}) as response:
+                    assert response.status == 404
+
+        asyncio.run(scenario())
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--listen", "0.0.0.0:8181"], "loopback only"),
     (["--listen", "nonsense"], "HOST:PORT"),
+    (["--probe-listen", "9090"], "--probe-listen '9090' is not HOST:PORT"),
 ])
 def test_process_refuses_bad_listen_addresses(fleet: Fleet, tmp_path: Path, args: list[str],
                                               fragment: str) -> None:

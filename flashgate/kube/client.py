@@ -1,10 +1,11 @@
-"""A small asynchronous Kubernetes API client: the operator's one way to talk to the API server.
+"""A small asynchronous Kubernetes API client: flashgate's one way to talk to the API server (the
+operator's, and the delivery service's, which only reads).
 
-What the operator needs and nothing more: JSON requests (get, create, replace, patch, delete),
+What they need and nothing more: JSON requests (get, create, replace, patch, delete),
 paginated lists and watches, with the credentials of a kubeconfig or of the pod's ServiceAccount.
 Credentials are loaded by the `kubernetes` package's own loaders (client certificates, tokens,
-exec plugins, in-cluster token rotation); the requests go through one aiohttp session, so the
-operator never blocks a thread on the network.
+exec plugins, in-cluster token rotation); the requests go through one aiohttp session, so no
+process ever blocks a thread on the network.
 
 Errors are `ApiError` with the HTTP status and the API server's reason and message; callers test
 `conflict`, `not_found` and `gone` rather than numbers. A 429 (API Priority and Fairness) is
@@ -57,6 +58,9 @@ class Resource:
             if subresource is not None:
                 parts.append(subresource)
         return "/".join(parts)
+
+
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
 
 
 class ApiError(Exception):

@@ -1,4 +1,5 @@
-"""The controller runtime: list-then-watch streams and work queues, as controller-runtime has them.
+"""A small controller runtime: list-then-watch streams and work queues, as controller-runtime has
+them (the operator uses both; the delivery service watches what the operator publishes).
 
 Why not a framework's per-object machinery: a fleet holds tens of thousands of FirmwareReleases,
 almost all of them long decided. The operator must start, see which ones still need a decision,
@@ -17,9 +18,9 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-from flashgate.operator.kube import JSON, ApiError, Kube, Resource
+from flashgate.kube.client import JSON, ApiError, Kube, Resource
 
-log = logging.getLogger("flashgate.operator")
+log = logging.getLogger("flashgate.kube")
 
 K = TypeVar("K", bound=Hashable)
 EventHandler = Callable[[str, JSON], None]

@@ -1,0 +1,5 @@
+import sys
+
+from flashgate.delivery.server import main
+
+sys.exit(main())
