@@ -1,6 +1,7 @@
 """Fuzz targets of flashgate's endpoints and input parsers beyond the trust core: the verifier
-sidecar's HTTP API, the admission webhook's review handling, and the signing station's inputs
-(its YAML files and its command line). One function per target, bytes in, AssertionError on a
+sidecar's HTTP API, the admission webhook's review handling, the delivery service's device API
+(over TLS, as devices of every kind), and the signing station's inputs (its YAML files and its
+command line). One function per target, bytes in, AssertionError on a
 finding, as the trust core's targets (tests/fuzz/targets.py); hypothesis
 (tests/fuzz/test_endpoints.py) and the long run (bench/fuzz_endpoints.py) feed them.
 
@@ -30,7 +31,9 @@ import io
 import json
 import logging
 import os
+import select
 import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -174,29 +177,29 @@ def exchange(server: str, raw: bytes, timeout: float = TIME_LIMIT,
     answered within `timeout` (AssertionError otherwise); for other bytes the server may also
     close the connection, or wait for more input: when nothing came back within a tenth of a
     second, the sending side is closed, which ends that wait (status None, then)."""
-    started = time.monotonic()
     with socket.create_connection(("127.0.0.1", servers().ports[server]), timeout=timeout) as s:
-        with contextlib.suppress(OSError):  # the server may close before it read everything
-            s.sendall(raw)
-            if not complete:
-                s.settimeout(0.1)
-                try:
-                    s.recv(1, socket.MSG_PEEK)
-                except TimeoutError:
-                    s.shutdown(socket.SHUT_WR)
-                s.settimeout(timeout)
-        method = raw[:16].split(b" ", 1)[0].decode("latin-1")
-        answer = http.client.HTTPResponse(s, method=method)
-        try:
-            answer.begin()
-            body = answer.read()
-        except TimeoutError:
-            assert not complete, f"{server}: no answer within {timeout}s to {raw[:300]!r}"
-            return Answer(None, {}, b"")
-        except (http.client.HTTPException, ConnectionError):
-            return Answer(None, {}, b"")
-        finally:
-            assert time.monotonic() - started < timeout + 1, f"{server}: {raw[:300]!r}"
+        return _answer(s, raw, timeout, complete, server)
+
+
+def _answer(s: socket.socket, raw: bytes, timeout: float, complete: bool,
+            server: str) -> Answer:
+    started = time.monotonic()
+    with contextlib.suppress(OSError):  # the server may close before it read everything
+        s.sendall(raw)
+        if not complete and not select.select([s], [], [], 0.1)[0]:
+            s.shutdown(socket.SHUT_WR)
+    method = raw[:16].split(b" ", 1)[0].decode("latin-1")
+    answer = http.client.HTTPResponse(s, method=method)  # type: ignore[arg-type]
+    try:
+        answer.begin()
+        body = answer.read()
+    except TimeoutError:
+        assert not complete, f"{server}: no answer within {timeout}s to {raw[:300]!r}"
+        return Answer(None, {}, b"")
+    except (http.client.HTTPException, ConnectionError, ssl.SSLError):
+        return Answer(None, {}, b"")
+    finally:
+        assert time.monotonic() - started < timeout + 1, f"{server}: {raw[:300]!r}"
     return Answer(answer.status, {k.lower(): v for k, v in answer.getheaders()}, body)
 
 
@@ -293,6 +296,99 @@ def check_webhook(data: bytes) -> None:
     check_webhook_answer(exchange("webhook", request("POST", path, body)), body, f"POST {path}")
 
 
+# ---- the delivery service -------------------------------------------------------------------------
+
+DELIVERY_STATUSES = frozenset({200, 204, 304, 400, 401, 403, 404, 405, 413, 415, 431, 503})
+"""What the delivery service answers (docs/delivery.md, "Errors"); never 500. aiohttp answers
+400 (its HTTP parser) and 417 (an Expect it does not know) itself, in plain text, before any
+handler runs."""
+DELIVERY_STATUS_PATH = "/v1/fleets/fleet-a/devices/dev-1/status"
+
+
+@dataclass(frozen=True)
+class DeliveryUnderTest:
+    running: Any  # tests.delivery.conftest.Running
+    contexts: tuple[ssl.SSLContext, ...]  # fleet-a's device, fleet-b's, one of fleet-a signed
+    #                                       by fleet-b's CA, none
+
+
+@cache
+def delivery() -> DeliveryUnderTest:
+    """The delivery service in-process (tests/delivery/conftest.py), with channels, a trust
+    bundle and an s3:// artifact published, and device certificates of every kind."""
+    from tests.delivery.conftest import Pki, bundle_cm, channel_cm, document, start
+
+    directory = material().directory / "delivery"
+    directory.mkdir(exist_ok=True)
+    (directory / "id").write_text("FGFUZZ\n")
+    (directory / "secret").write_text("not-a-real-secret\n")
+    pki = Pki(directory)
+    running = start(pki, s3={"endpoint": "https://s3.example.com:9000", "region": "eu-west-1",
+                             "accessKeyIdFile": str(directory / "id"),
+                             "secretAccessKeyFile": str(directory / "secret")})
+    running.publish("ADDED", channel_cm("fleet-a", {
+        "application": document("fleet-a"),
+        "os": document("fleet-a", "os-9", tier="os", url="s3://firmware/gw-3000/os.img")}))
+    running.publish("ADDED", bundle_cm("fleet-a", json.dumps({"kind": "TrustBundle"})))
+    certs = [pki.device("fleet-a", "dev-1"), pki.device("fleet-b", "dev-2"),
+             pki.device("fleet-a", "dev-3", ca="fleet-b"), None]
+    contexts = []
+    for index, cert in enumerate(certs):
+        # TLS 1.2: no session ticket arrives after the handshake, so a readable socket means
+        # an answer (see _answer).
+        context = ssl.create_default_context(cafile=str(pki.server_ca))
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        if cert is not None:
+            context.load_cert_chain(*cert.write(directory, f"device-{index}"))
+        contexts.append(context)
+    return DeliveryUnderTest(running, tuple(contexts))
+
+
+def delivery_exchange(raw: bytes, identity: int = 0, timeout: float = TIME_LIMIT) -> Answer:
+    """Raw bytes over TLS to the delivery service, as the device `identity` (an index of
+    `DeliveryUnderTest.contexts`); the first answer, or None when the connection ended."""
+    service = delivery()
+    context = service.contexts[identity % len(service.contexts)]
+    with socket.create_connection(("127.0.0.1", service.running.port), timeout=timeout) as s, \
+            context.wrap_socket(s, server_hostname="127.0.0.1") as tls:
+        return _answer(tls, raw, timeout, complete=False, server="delivery")
+
+
+def check_delivery_answer(answer: Answer, what: str) -> None:
+    """A status the service documents; a refusal names its reason, and the reason its status."""
+    from flashgate.delivery.server import REFUSALS
+    if answer.status is None:
+        return
+    plain = answer.headers.get("content-type", "").startswith("text/plain")
+    if answer.status in (400, 417) and plain:
+        return  # aiohttp's own answer, before any handler (see DELIVERY_STATUSES)
+    assert answer.status in DELIVERY_STATUSES, \
+        f"{what}: HTTP {answer.status} {answer.body[:300]!r}"
+    if answer.status >= 400:
+        refusal = answer.json()
+        assert REFUSALS.get(refusal.get("reason")) == answer.status and refusal.get("error"), \
+            f"{what}: {refusal}"
+
+
+def check_delivery_raw(data: bytes) -> None:
+    """Any bytes as an HTTP request to the delivery service, over TLS, as one of four device
+    identities (the first byte chooses): a documented answer or the connection ended; the
+    service answers on its ops port afterwards."""
+    identity = data[0] if data else 0
+    answer = delivery_exchange(data[1:], identity)
+    if not (answer.status == 500 and aiohttp_expect_failure(data[1:])):
+        check_delivery_answer(answer, f"as {identity % 4}: {data[1:120]!r}")
+    assert delivery().running.ops("/healthz").status == 200
+
+
+def check_delivery_status(data: bytes) -> None:
+    """Any body as a device's status report: recorded (204) or refused, never a 500."""
+    raw = request("POST", DELIVERY_STATUS_PATH, data, {"Content-Type": "application/json"})
+    answer = delivery_exchange(raw, identity=0)
+    check_delivery_answer(answer, f"status report {data[:200]!r}")
+    assert answer.status in (204, 400, 413, None), answer
+
+
 # ---- the signing station --------------------------------------------------------------------------
 
 def check_station_yaml(data: bytes) -> None:
@@ -375,6 +471,8 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "sidecar_body": check_sidecar_body,
     "sidecar_raw": check_sidecar_raw,
     "webhook": check_webhook,
+    "delivery_raw": check_delivery_raw,
+    "delivery_status": check_delivery_status,
     "station_yaml": check_station_yaml,
     "station_cli": check_station_cli,
     "sidecar_config": check_sidecar_config,
@@ -419,6 +517,19 @@ def seeds(target: str) -> list[bytes]:
     if target == "webhook":
         return [b"\0" + json.dumps(review).encode(), b"\1" + json.dumps(key_review).encode(),
                 b"\0{}"]
+    if target == "delivery_raw":
+        channel = "/v1/fleets/fleet-a/channels/gw-3000/stable"
+        return [bytes([who]) + request("GET", path, b"", {"If-None-Match": etag})
+                for who in range(4)
+                for path, etag in ((channel, ""), (f"{channel}/jobs/os", "*"),
+                                   ("/v1/fleets/fleet-a/trust-bundle", 'W/"x"'))] + \
+            [b"\0" + request("POST", DELIVERY_STATUS_PATH, b'{"installed": {}}')]
+    if target == "delivery_status":
+        return [json.dumps({"installed": {"application": {"release": "gw-1",
+                                                          "securityVersion": 3}},
+                            "lastRejection": {"release": "gw-2", "tier": "os",
+                                              "reason": "HashMismatch", "message": "m"}}).encode(),
+                b"{}"]
     if target == "station_yaml":
         return [(m.directory / "release.yaml").read_bytes(),
                 (m.directory / "key.yaml").read_bytes(), b"---\n{}\n---\n[]\n"]

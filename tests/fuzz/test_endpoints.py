@@ -21,8 +21,11 @@ from tests.fuzz.endpoints import (
     TARGETS,
     WEBHOOK_PATHS,
     aiohttp_expect_failure,
+    check_delivery_answer,
     check_sidecar_answer,
     check_webhook_answer,
+    delivery,
+    delivery_exchange,
     exchange,
     healthy,
     material,
@@ -162,11 +165,11 @@ def test_sidecar_any_header_and_method(path: str, method: str, headers: dict[str
 @pytest.mark.xfail(strict=True, reason="aiohttp answers 500 for an Expect header that is not "
                    "ASCII, before any flashgate code runs (its default expect handler cannot "
                    "encode its own message); strict: this fails once aiohttp answers 417")
-@pytest.mark.parametrize("server", ["sidecar", "webhook"])
+@pytest.mark.parametrize("server", ["sidecar", "webhook", "delivery"])
 def test_aiohttp_answers_a_non_ascii_expect_header_with_417(server: str) -> None:
     raw = request("POST", "/healthz", b"", {"Expect": "\x80"})
     assert aiohttp_expect_failure(raw)
-    answer = exchange(server, raw)
+    answer = delivery_exchange(raw) if server == "delivery" else exchange(server, raw)
     assert answer.status == 417, answer
 
 
@@ -195,6 +198,54 @@ def test_webhook_reviews_one_field_wrong(which: int, where: list[int], value: An
     raw = json.dumps(body).encode()
     answer = exchange("webhook", request("POST", WEBHOOK_PATHS[which], raw))
     check_webhook_answer(answer, raw, f"{body!r}")
+
+
+# ---- the delivery service: any path, any header, any status report, as any device -----------------
+
+SEGMENTS = st.sampled_from(["v1", "fleets", "fleet-a", "fleet-b", "channels", "gw-3000",
+                            "stable", "jobs", "os", "application", "trust-bundle", "devices",
+                            "dev-1", "status", "", ".", "..", "%2e%2e", "%00", "a\\b", "%",
+                            "x" * 300]) | st.text(max_size=20)
+
+
+@FUZZ
+@given(identity=st.integers(0, 3), method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE",
+                                                          "OPTIONS"]),
+       segments=st.lists(SEGMENTS, max_size=9), query=st.text(max_size=20),
+       headers=st.dictionaries(HEADER_NAMES | st.just("If-None-Match"), HEADER_VALUES,
+                               max_size=4).filter(_ascii_expect),
+       body=st.binary(max_size=300))
+def test_delivery_any_path_and_header(identity: int, method: str, segments: list[str],
+                                      query: str, headers: dict[str, str], body: bytes) -> None:
+    from urllib.parse import quote
+    target = "/" + "/".join(quote(s, safe="%\\.") for s in segments)
+    if query:
+        target += "?" + quote(query)
+    answer = delivery_exchange(request(method, target, body, headers), identity)
+    if method != "HEAD":
+        check_delivery_answer(answer, f"{method} {target} {headers} as {identity}")
+    assert delivery().running.ops("/healthz").status == 200
+
+
+def _status_report() -> dict[str, Any]:
+    return {"installed": {"application": {"release": "gw-1", "securityVersion": 3}},
+            "lastRejection": {"release": "gw-2", "tier": "os", "reason": "HashMismatch",
+                              "message": "sha256 differs"}}
+
+
+@FUZZ
+@given(body=JSON_VALUES)
+def test_delivery_any_json_status_report(body: Any) -> None:
+    run("delivery_status", json.dumps(body).encode())
+
+
+@FUZZ
+@given(where=PATHS, value=JSON_VALUES, drop=st.booleans())
+def test_delivery_status_reports_one_field_wrong(where: list[int], value: Any,
+                                                 drop: bool) -> None:
+    body = _drop_at(_status_report(), where) if drop else \
+        _replace_at(_status_report(), where, value)
+    run("delivery_status", json.dumps(body).encode())
 
 
 # ---- oversized input: refused while read, memory bounded ---------------------------------------------
