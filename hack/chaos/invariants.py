@@ -623,6 +623,53 @@ def check_history(history: History, setting: Setting, now: float,
 
 # ---- convergence -----------------------------------------------------------------------------
 
+@dataclass
+class DeliveryView:
+    """What the delivery service served, asked as a device of each fleet: the trust bundle's
+    text (None: 404), and the jobs (tier -> job document) of each (fleet, product, channel)."""
+
+    bundles: dict[str, str | None] = field(default_factory=dict)
+    channels: dict[tuple[str, str, str], Mapping[str, Any]] = field(default_factory=dict)
+
+
+def delivery_differences(history: History, view: DeliveryView) -> list[str]:
+    """What the delivery service serves that differs from what is published: the trust bundle
+    byte for byte; each channel's job documents as published, but for an s3:// artifact a
+    presigned https:// URL, and none for a file:// one (a device could not use it:
+    docs/delivery.md)."""
+    found = []
+    for fleet, served in sorted(view.bundles.items()):
+        published = history.current(CHANNEL, fleet).get(BUNDLE_CONFIGMAP)
+        text = ((published or {}).get("data") or {}).get(BUNDLE_KEY)
+        if served != text:
+            found.append(f"delivery: the trust bundle of {fleet} is not the published one")
+    for (fleet, product, channel), jobs in sorted(view.channels.items()):
+        published = history.current(CHANNEL, fleet).get(f"channel.{product}.{channel}")
+        expected: dict[str, Any] = {}
+        for key, text in ((published or {}).get("data") or {}).items():
+            document = json.loads(text)
+            url = str(document.get("artifact", {}).get("url", ""))
+            if url.startswith(("s3://", "https://")):
+                expected[key.removesuffix(".json")] = document
+        for tier in sorted(set(expected) | set(jobs)):
+            want, have = expected.get(tier), jobs.get(tier)
+            if want is None or have is None:
+                found.append(f"delivery: {fleet}/{product}/{channel} {tier}: serves "
+                             f"{have and have.get('release')}, published "
+                             f"{want and want.get('release')}")
+                continue
+            want_url = str(want["artifact"]["url"])
+            have_url = str(have.get("artifact", {}).get("url", ""))
+            same = {**want, "artifact": {**want["artifact"], "url": ""}} == \
+                {**have, "artifact": {**have.get("artifact", {}), "url": ""}}
+            url_ok = (have_url.startswith("https://") and "X-Amz-Signature=" in have_url
+                      if want_url.startswith("s3://") else have_url == want_url)
+            if not (same and url_ok):
+                found.append(f"delivery: {fleet}/{product}/{channel} {tier}: "
+                             f"{have.get('release')} differs from the published document")
+    return found
+
+
 def differences(history: History, setting: Setting, fleets: Iterable[str],
                 operator_now: int, trust: Trust | None = None) -> list[str]:
     """What keeps the fleets from having converged (empty: converged), from the latest versions.

@@ -10,12 +10,12 @@ from being applied, waits until the world has converged (`invariants.differences
 runs every invariant over the whole history observed so far (`invariants.check_history`). A
 world that has not converged within --converge-timeout seconds is a violation too.
 
-The faults (`FAULTS`): SIGKILL and restart of the operator, the sidecar, kube-apiserver, etcd or
-the S3 server; the API server slow, or answering 500/503, or 429, for a while (the proxy);
-the operators' clock jumping ahead; a second operator replica that dies right after a channel
-write (FLASHGATE_FAILPOINTS=after-channel-write), racing the first; a revocation of a key whose
-release is being verified. The delivery service (issue 11) is not merged yet: it joins
-system.COMPONENTS and FAULTS ("delivery-kill") when it is.
+The faults (`FAULTS`): SIGKILL and restart of the operator, the sidecar, kube-apiserver, etcd,
+the S3 server or the delivery service; the API server slow, or answering 500/503, or 429, for a
+while (the proxy); the operators' clock jumping ahead; a second operator replica that dies right
+after a channel write (FLASHGATE_FAILPOINTS=after-channel-write), racing the first; a revocation
+of a key whose release is being verified. Convergence includes the delivery service serving, to
+a device of each fleet, what was published (`invariants.delivery_differences`).
 
 Output: iterations, faults injected by kind, what the batches held and what became of it,
 invariant violations (must be 0), time to converge after the fault healed (p50, p99, max).
@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import http.client
 import json
 import logging
 import random
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaos.invariants import (
+    CHANNEL,
     FLOOR,
     RELEASE,
     Fault,
@@ -49,11 +51,12 @@ from chaos.invariants import (
     Trust,
     Violation,
     check_history,
+    delivery_differences,
     differences,
     publications,
     revocations_observed,
 )
-from chaos.observer import Observer, scrape_publications
+from chaos.observer import Observer, ask_delivery, scrape_publications
 from chaos.system import BUCKET, System
 from chaos.world import Action, FleetModel, World
 from flashgate.kube.client import ApiError, Kube
@@ -62,7 +65,8 @@ from flashgate.operator.store import FIRMWARE_RELEASES, SIGNING_KEYS
 log = logging.getLogger("chaos")
 
 KILLABLE = {"operator-kill": "operator", "sidecar-kill": "sidecar",
-            "kube-apiserver-kill": "kube-apiserver", "etcd-kill": "etcd", "s3-kill": "s3"}
+            "kube-apiserver-kill": "kube-apiserver", "etcd-kill": "etcd", "s3-kill": "s3",
+            "delivery-kill": "delivery"}
 FAULTS = (*KILLABLE, "api-slow", "api-errors", "api-throttle", "clock-jump",
           "replica-killed-mid-publish", "revoke-in-flight")
 
@@ -269,11 +273,26 @@ class Chaos:
         while True:
             found = differences(self.history, self.setting, self.fleets,
                                 self.system.operator_now(), self.trust)
+            if not found and self.system.delivery_devices:
+                found = await self.delivery_differences()
             if not found:
                 return time.monotonic() - started, []
             if time.monotonic() - started > self.converge_timeout:
                 return None, found
             await asyncio.sleep(0.25)
+
+    async def delivery_differences(self) -> list[str]:
+        channels = {fleet: [(parts[1], parts[2]) for name in self.history.current(CHANNEL, fleet)
+                            if len(parts := name.split(".")) == 3 and parts[0] == "channel"]
+                    for fleet in self.fleets}
+        system = self.system
+        try:
+            view = await asyncio.to_thread(ask_delivery, system.primary.delivery_port,
+                                           system.delivery_ca, system.delivery_devices,
+                                           channels)
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            return [f"the delivery service does not answer: {error}"]
+        return delivery_differences(self.history, view)
 
     async def iteration(self, number: int, kind: str) -> None:
         rng = self.rng
@@ -351,6 +370,7 @@ async def run_chaos(*, iterations: int, seed: int, faults: Sequence[str], workdi
             system.plane.kubectl("create", "namespace", model.name)
         system.open_fleets = [m.name for m in models if not m.guarded]
         await asyncio.to_thread(system.scope_webhook)
+        await asyncio.to_thread(system.start_delivery, [m.name for m in models])
         history = History()
         history.set_offset(time.time(), system.offset)
         observer = Observer(system.plane.kubeconfig, {m.name for m in models}, history)

@@ -10,14 +10,18 @@ arrived (`invariants.History`). It reuses the operator's own list-then-watch str
 so that the history catches up as soon as it is back. A listing after the first (the watch's
 resourceVersion had expired) is counted: versions in between may be missing.
 
-`scrape_publications` reads one operator's publications metric per fleet.
+`scrape_publications` reads one operator's publications metric per fleet; `ask_delivery` what the
+delivery service serves, as a device of each fleet.
 """
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
+import ssl
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,6 +33,7 @@ from chaos.invariants import (
     KEY,
     RELEASE,
     REVOCATIONS,
+    DeliveryView,
     History,
     Observation,
 )
@@ -100,3 +105,33 @@ def scrape_publications(metrics_port: int, timeout: float = 5.0) -> dict[str, fl
                 fleet = sample.labels["namespace"]
                 counts[fleet] = counts.get(fleet, 0.0) + sample.value
     return counts
+
+
+def ask_delivery(port: int, server_ca: Path, devices: Mapping[str, tuple[Path, Path]],
+                 channels: Mapping[str, Iterable[tuple[str, str]]],
+                 timeout: float = 5.0) -> DeliveryView:
+    """What the delivery service serves now: each fleet's trust bundle and the jobs of each of
+    its channels (product, channel), asked by a device of the fleet (its certificate: `devices`).
+    Raises OSError when the service does not answer."""
+    view = DeliveryView()
+
+    def get(context: ssl.SSLContext, path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    for fleet, (crt, key) in devices.items():
+        context = ssl.create_default_context(cafile=str(server_ca))
+        context.load_cert_chain(str(crt), str(key))
+        status, body = get(context, f"/v1/fleets/{fleet}/trust-bundle")
+        view.bundles[fleet] = body.decode() if status == 200 else None
+        for product, channel in channels.get(fleet, ()):
+            status, body = get(context, f"/v1/fleets/{fleet}/channels/{product}/{channel}")
+            view.channels[(fleet, product, channel)] = \
+                json.loads(body).get("jobs") or {} if status == 200 else {}
+    return view
+

@@ -2,11 +2,14 @@
 
 `System.start` runs a control plane of its own (hack/controlplane.py: the chaos loop kills its
 etcd and kube-apiserver, which no other test may share), installs deploy/, starts the S3 server
-(hack/s3server.py), the fault-injecting proxy in front of the API server (hack/chaos/proxy.py),
-and, through hack/localgate.py, the verifier sidecar (file:// and s3:// artifacts) and the
-operator, which reaches the API server only through the proxy, as its ServiceAccount, with its
-clock offset by the file `clock` (flashgate/operator/testclock.py). A second operator replica
-(`replica`) is started for the scenario that kills one replica mid-publish.
+(hack/s3server.py, with user accounts), the fault-injecting proxy in front of the API server
+(hack/chaos/proxy.py), and, through hack/localgate.py, the verifier sidecar (file:// and s3://
+artifacts, reading S3 with an account that may only read) and the operator, which reaches the
+API server only through the proxy, as its ServiceAccount, with its clock offset by the file
+`clock` (flashgate/operator/testclock.py). A second operator replica (`replica`) is started for
+the scenario that kills one replica mid-publish. Once the fleets exist, `start_delivery` runs the
+delivery service for them (its ServiceAccount, a read-only S3 account, a device CA per fleet),
+and `delivery_device` is a device certificate of each fleet to ask it with.
 
 The admission webhook of the primary operator covers the guarded fleets only: in the open ones
 every release reaches the gate itself, as when the webhook is down with failurePolicy Ignore
@@ -24,6 +27,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import controlplane
 import localgate
@@ -31,15 +35,16 @@ import s3server
 
 from chaos.invariants import Setting
 from chaos.proxy import FaultProxy
+from flashgate.delivery.devcerts import DeviceCA
+from flashgate.operator.tls import make_serving_cert
 from flashgate.signing.filekeys import KeySigner, generate
 from flashgate.trust import Algorithm, Policy
 from flashgate.trust.keyring import root_key
 from flashgate.trust.vocabulary import Tier
 
 BUCKET = "chaos-firmware"
-COMPONENTS = ("operator", "sidecar", "kube-apiserver", "etcd", "s3")
-"""What `kill` and `start` know. The delivery service (issue 11) joins here once it is merged:
-a name, how to kill it and how to start it again."""
+COMPONENTS = ("operator", "sidecar", "kube-apiserver", "etcd", "s3", "delivery")
+"""What `kill` and `start_component` know."""
 
 
 @dataclass
@@ -55,6 +60,8 @@ class System:
     starts: Counter[str] = field(default_factory=Counter)
     instances: dict[int, str] = field(default_factory=dict)  # metrics port -> POD_NAME
     offset: float = 0.0
+    delivery_config: dict[str, Any] = field(default_factory=dict)
+    delivery_devices: dict[str, tuple[Path, Path]] = field(default_factory=dict)  # crt, key
 
     @property
     def clock(self) -> Path:
@@ -69,16 +76,14 @@ class System:
         workdir.mkdir(parents=True, exist_ok=True)
         plane = controlplane.ControlPlane(workdir=workdir / "control-plane").start()
         localgate.install(plane.binaries / "kubectl", plane.kubeconfig)
-        s3 = s3server.S3Server(workdir=workdir / "s3").start() if with_s3 else None
+        s3 = s3server.S3Server(workdir=workdir / "s3", iam=True).start() if with_s3 else None
         if s3 is not None:
             s3.create_bucket(BUCKET)
         proxy = FaultProxy(plane.server, plane.workdir / "pki" / "ca.crt", workdir).start()
         root = generate(Algorithm.ED25519)
         sidecar_extra = {} if s3 is None else {
             "allowedHosts": ["localhost"], "caFile": str(s3.ca_file),
-            "s3": {"endpoint": f"https://localhost:{s3.port}", "region": "us-east-1",
-                   "accessKeyIdFile": str(s3.access_key_id_file),
-                   "secretAccessKeyFile": str(s3.secret_access_key_file)}}
+            "s3": {**_s3_endpoint(s3), **_read_only(s3, workdir / "sidecar-s3")}}
         roots = [{"publicKey": root.public_pem, "algorithm": str(root.algorithm)}]
         primary = localgate.LocalGate(kubectl=plane.binaries / "kubectl",
                                       kubeconfig=plane.kubeconfig, workdir=workdir / "primary",
@@ -156,6 +161,8 @@ class System:
             self.plane.kill(component)
         elif component == "s3" and self.s3 is not None:
             self.s3.kill()
+        elif component == "delivery":
+            self.primary._stop(self.primary.delivery, kill=True)
         else:
             raise ValueError(f"unknown component {component!r} (one of {COMPONENTS})")
 
@@ -168,14 +175,58 @@ class System:
             self.plane.restart(component)
         elif component == "s3" and self.s3 is not None:
             self.s3.restart()
+        elif component == "delivery":
+            self.primary.start_delivery(self.delivery_config)
         else:
             raise ValueError(f"unknown component {component!r} (one of {COMPONENTS})")
+
+    # ---- the delivery service ------------------------------------------------------------------
+
+    def start_delivery(self, fleets: Sequence[str]) -> None:
+        """The delivery service for `fleets` (bound to read their ConfigMaps), with a device CA
+        of each and one device certificate of each to ask it with."""
+        work = self.workdir / "delivery"
+        _, cert, key = make_serving_cert(("127.0.0.1", "localhost")).write(work / "tls")
+        cas = {}
+        for fleet in fleets:
+            self.primary.bind_delivery(fleet)
+            ca = DeviceCA(f"{fleet} device CA")
+            cas[fleet] = str(ca.write(work / f"{fleet}-ca.pem"))
+            self.delivery_devices[fleet] = ca.issue(fleet, "chaos-device").write(work, fleet)
+        self.delivery_config = {
+            "fleets": {f: {"deviceCAFiles": [cas[f]]} for f in fleets},
+            "tls": {"certFile": str(cert), "keyFile": str(key)},
+            **({"s3": {**_s3_endpoint(self.s3), **_read_only(self.s3, work / "s3")}}
+               if self.s3 is not None else {})}
+        self.primary.start_delivery(self.delivery_config)
+
+    @property
+    def delivery_ca(self) -> Path:
+        """The CA of the delivery service's TLS certificate (as devices pin it)."""
+        return self.workdir / "delivery" / "tls" / "ca.crt"
 
     def stop(self) -> None:
         for gate in (self.replica, self.primary):
             gate.stop_operator()
+        self.primary.stop_delivery()
         self.primary.stop_sidecar()
         self.proxy.stop()
         if self.s3 is not None:
             self.s3.stop()
         self.plane.stop()
+
+
+def _s3_endpoint(s3: s3server.S3Server) -> dict[str, str]:
+    # https://localhost: loopback addresses stay refused by the sidecar; the name is allowed.
+    return {"endpoint": f"https://localhost:{s3.port}", "region": "us-east-1"}
+
+
+def _read_only(s3: s3server.S3Server, directory: Path) -> dict[str, str]:
+    """Files with a new S3 account that may only read the bucket, for a configuration."""
+    access, secret = s3.read_only_user(BUCKET)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "access-key-id").write_text(access + "\n")
+    (directory / "secret-access-key").write_text(secret + "\n")
+    return {"accessKeyIdFile": str(directory / "access-key-id"),
+            "secretAccessKeyFile": str(directory / "secret-access-key")}
+

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,7 @@ from chaos.invariants import (
     KEY,
     RELEASE,
     REVOCATIONS,
+    DeliveryView,
     Fault,
     History,
     Observation,
@@ -34,6 +36,7 @@ from chaos.invariants import (
     check_publications,
     check_revocations,
     deadline,
+    delivery_differences,
     differences,
     expected_bundle,
 )
@@ -370,3 +373,26 @@ def test_each_unconverged_part_is_named(breakage: str) -> None:
         made.key("app", 110, signer=made.signers["app"], phase="Retired")
     found = differences(made.history, made.setting, [FLEET], NOW)
     assert found, breakage
+
+
+# ---- the delivery service serves what was published ----------------------------------------------
+
+def test_the_delivery_service_must_serve_what_was_published() -> None:
+    made = Made()
+    s3_doc = json.dumps({"release": "r1", "artifact": {"url": "s3://b/r1.bin", "sha256": "ab"}})
+    file_doc = json.dumps({"release": "r2", "artifact": {"url": "file:///a/r2.bin"}})
+    made.channel({"application.json": s3_doc, "os.json": file_doc}, 100)
+    made.see(CHANNEL, {"metadata": {"name": BUNDLE_CONFIGMAP, "namespace": FLEET},
+                       "data": {BUNDLE_KEY: "{}"}}, 101)
+    presigned = {"release": "r1", "artifact": {
+        "url": "https://s3:9000/b/r1.bin?X-Amz-Expires=900&X-Amz-Signature=ff", "sha256": "ab"}}
+    view = DeliveryView(bundles={FLEET: "{}"},
+                        channels={(FLEET, "gw", "stable"): {"application": presigned}})
+    assert delivery_differences(made.history, view) == []  # file:// is never served
+    stale = {**presigned, "release": "r0"}
+    unsigned = {**presigned, "artifact": {"url": "s3://b/r1.bin", "sha256": "ab"}}
+    for jobs, bundle in (({"application": stale}, "{}"), ({"application": unsigned}, "{}"),
+                         ({}, "{}"), ({"application": presigned}, None)):
+        view = DeliveryView(bundles={FLEET: bundle},
+                            channels={(FLEET, "gw", "stable"): jobs})
+        assert delivery_differences(made.history, view), (jobs, bundle)
