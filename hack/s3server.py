@@ -275,6 +275,16 @@ class S3Server:
         self.request("PUT", bucket, body=json.dumps(policy).encode(), query="policy=")
         return access, secret
 
+
+    def read_only_files(self, bucket: str, directory: Path) -> dict[str, str]:
+        """A new read-only account (`read_only_user`) as the files a configuration's s3
+        section names: accessKeyIdFile and secretAccessKeyFile, written into `directory`."""
+        access, secret = self.read_only_user(bucket)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "access-key-id").write_text(access + "\n")
+        (directory / "secret-access-key").write_text(secret + "\n")
+        return {"accessKeyIdFile": str(directory / "access-key-id"),
+                "secretAccessKeyFile": str(directory / "secret-access-key")}
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

@@ -83,7 +83,7 @@ class System:
         root = generate(Algorithm.ED25519)
         sidecar_extra = {} if s3 is None else {
             "allowedHosts": ["localhost"], "caFile": str(s3.ca_file),
-            "s3": {**_s3_endpoint(s3), **_read_only(s3, workdir / "sidecar-s3")}}
+            "s3": {**_s3_endpoint(s3), **s3.read_only_files(BUCKET, workdir / "sidecar-s3")}}
         roots = [{"publicKey": root.public_pem, "algorithm": str(root.algorithm)}]
         primary = localgate.LocalGate(kubectl=plane.binaries / "kubectl",
                                       kubeconfig=plane.kubeconfig, workdir=workdir / "primary",
@@ -196,7 +196,7 @@ class System:
         self.delivery_config = {
             "fleets": {f: {"deviceCAFiles": [cas[f]]} for f in fleets},
             "tls": {"certFile": str(cert), "keyFile": str(key)},
-            **({"s3": {**_s3_endpoint(self.s3), **_read_only(self.s3, work / "s3")}}
+            **({"s3": {**_s3_endpoint(self.s3), **self.s3.read_only_files(BUCKET, work / "s3")}}
                if self.s3 is not None else {})}
         self.primary.start_delivery(self.delivery_config)
 
@@ -219,14 +219,3 @@ class System:
 def _s3_endpoint(s3: s3server.S3Server) -> dict[str, str]:
     # https://localhost: loopback addresses stay refused by the sidecar; the name is allowed.
     return {"endpoint": f"https://localhost:{s3.port}", "region": "us-east-1"}
-
-
-def _read_only(s3: s3server.S3Server, directory: Path) -> dict[str, str]:
-    """Files with a new S3 account that may only read the bucket, for a configuration."""
-    access, secret = s3.read_only_user(BUCKET)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "access-key-id").write_text(access + "\n")
-    (directory / "secret-access-key").write_text(secret + "\n")
-    return {"accessKeyIdFile": str(directory / "access-key-id"),
-            "secretAccessKeyFile": str(directory / "secret-access-key")}
-

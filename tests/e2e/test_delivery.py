@@ -84,12 +84,7 @@ class Delivery:
 
 
 def read_only_files(server: s3server.S3Server, directory: Path) -> dict[str, str]:
-    access, secret = server.read_only_user(BUCKET)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "access-key-id").write_text(access + "\n")
-    (directory / "secret-access-key").write_text(secret + "\n")
-    return {"accessKeyIdFile": str(directory / "access-key-id"),
-            "secretAccessKeyFile": str(directory / "secret-access-key")}
+    return server.read_only_files(BUCKET, directory)
 
 
 @pytest.fixture(scope="module")
