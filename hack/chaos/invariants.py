@@ -54,6 +54,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,6 +196,13 @@ class History:
         versions = self.versions.get((kind, namespace, name)) or []
         return versions[-1].obj if versions and not versions[-1].deleted else None
 
+    def first_seen(self, kind: str, namespace: str, name: str, uid: str) -> float:
+        """When the object of that uid was first seen (-inf: never, as far as recorded)."""
+        for version in self.versions.get((kind, namespace, name)) or ():
+            if (version.obj.get("metadata") or {}).get("uid") == uid:
+                return version.seen
+        return -math.inf
+
     def current(self, kind: str, namespace: str) -> dict[str, JSON]:
         """The objects of a kind in a namespace as last seen (deleted ones left out)."""
         return {name: versions[-1].obj for _, name, versions in self.objects(kind, namespace)
@@ -268,16 +276,20 @@ def _revoked_ids(keys: Iterable[ParsedKey], record: JSON | None) -> set[str]:
 
 def deadline(seen: float, faults: Sequence[Fault], healthy: float = HEALTHY_GRACE,
              recovery: float = RECOVERY_GRACE) -> float:
-    """When the grace that began at `seen` ends (see invariant 2 of the module docstring)."""
-    end = seen + healthy
-    moved = True
-    while moved:
-        moved = False
-        for fault in faults:
-            healed = math.inf if fault.end is None else fault.end
-            if fault.start < end and healed > seen and healed + recovery > end:
-                end, moved = healed + recovery, True
-    return end
+    """When the grace that began at `seen` ends (invariant 2 of the module docstring): after
+    `healthy` seconds when no fault was in force in that time, else once `recovery` seconds
+    without a fault in force have passed since `seen` (time under a fault does not count)."""
+    spans = sorted((f.start, math.inf if f.end is None else f.end) for f in faults)
+    spans = [(a, b) for a, b in spans if b > seen]
+    budget = recovery if any(a < seen + healthy for a, _ in spans) else healthy
+    now = seen
+    for start, end in spans:
+        if start > now:
+            if start - now >= budget:
+                break
+            budget -= start - now
+        now = max(now, end)
+    return now + budget
 
 
 @dataclass
@@ -299,17 +311,25 @@ class Trust:
         return self._endorsed[cache_key]
 
     def phases(self, fleet: str, keys: Sequence[ParsedKey], revoked: set[str],
-               now: int) -> list[PhaseResult]:
+               now: int, unchecked: AbstractSet[str] = frozenset()) -> list[PhaseResult]:
         """The rotation state machine's phases; `revoked`: the keyIds that count as revoked
-        (a SigningKey saying revoked counts only if its keyId is there)."""
+        (a SigningKey saying revoked counts only if its keyId is there); `unchecked`: keys (by
+        name) whose endorsement the operator may not have had checked yet."""
         states = [_unrevoked(k.spec, k.key_id, revoked).key_state(
-            k.name, endorsed=self.endorsed(fleet, k), revoked=k.key_id in revoked)
-            for k in keys]
+            k.name, endorsed=None if k.name in unchecked else self.endorsed(fleet, k),
+            revoked=k.key_id in revoked) for k in keys]
         return fleet_phases(states, now)
 
     def release_verdict(self, fleet: str, spec: FirmwareReleaseSpec, keys: Sequence[ParsedKey],
-                        revoked: set[str], floor: int | None, now: int) -> Verdict:
-        phases = self.phases(fleet, keys, revoked, now)
+                        revoked: set[str], floor: int | None, now: int,
+                        known_revoked: set[str] | None = None,
+                        unchecked: AbstractSet[str] = frozenset()) -> Verdict:
+        """The trust core's verdict. `revoked`: the keyIds whose revocation counts against a
+        signature; `known_revoked` (default the same): every revocation on record then, which
+        decides the rotation (a revoked successor retires nothing, nor does one whose
+        endorsement is `unchecked`: the operator may not have had it verified yet)."""
+        phases = self.phases(fleet, keys, revoked if known_revoked is None else known_revoked,
+                             now, unchecked)
         entries = [FleetKey(k.name, _unrevoked(k.spec, k.key_id, revoked),
                             retired=p.phase == KeyPhase.Retired, revoked=k.key_id in revoked)
                    for k, p in zip(keys, phases, strict=True)]
@@ -436,18 +456,25 @@ def check_publications(history: History, setting: Setting,
             continue
         keys = _parsed_keys(history.at(KEY, fleet, publication.rv))
         record = history.at(REVOCATIONS, fleet, publication.rv).get("revocations")
-        counted = {kid for kid in _revoked_ids(keys, record)
+        on_record = _revoked_ids(keys, record)
+        counted = {kid for kid in on_record
                    if deadline(revoked_seen[fleet].get(kid, publication.seen),
                                history.faults) < publication.seen}
+        # A key the operator may not have had verified yet retires no predecessor.
+        unchecked = {k.name for k in keys
+                     if deadline(history.first_seen(KEY, fleet, k.name, k.uid),
+                                 history.faults) >= publication.seen}
         published_at = _epoch(str(entry.get("publishedAt")))
         created = int(history.operator_time(found[2][0].seen)) - 1
-        memo = (fleet, entry.get("uid"), publication.rv, frozenset(counted), created)
+        memo = (fleet, entry.get("uid"), publication.rv, frozenset(counted),
+                frozenset(unchecked), created)
         if memo not in trust._checked:
             signers = signer_key_ids(spec.signatures)
             candidates = {published_at} | {t for t in _boundaries(keys, signers)
                                            if created <= t < published_at}
             verdicts = (trust.release_verdict(fleet, spec, keys, counted,
-                                              publication.floor_before, now)
+                                              publication.floor_before, now, on_record,
+                                              unchecked)
                         for now in sorted(candidates, reverse=True))
             first = next(verdicts)
             trust._checked[memo] = None if first.accepted or any(

@@ -56,7 +56,7 @@ from chaos.invariants import (
     publications,
     revocations_observed,
 )
-from chaos.observer import Observer, ask_delivery, scrape_publications
+from chaos.observer import Observer, ask_delivery, save_history, scrape_publications
 from chaos.system import BUCKET, System
 from chaos.world import Action, FleetModel, World
 from flashgate.kube.client import ApiError, Kube
@@ -356,7 +356,7 @@ async def run_chaos(*, iterations: int, seed: int, faults: Sequence[str], workdi
     report = Report(seed)
     # The observer's watches use the operator's runtime, which warns at every retry while the API
     # server is down: expected here, and the report says how it went.
-    watch_log = logging.getLogger("flashgate.operator")
+    watch_log = logging.getLogger("flashgate.kube")
     watch_level = watch_log.level
     watch_log.setLevel(logging.CRITICAL)
     system = await asyncio.to_thread(System.start, workdir, with_s3)
@@ -394,6 +394,8 @@ async def run_chaos(*, iterations: int, seed: int, faults: Sequence[str], workdi
         chaos.outcomes()
         report.notes.update({f"proxy {k}": v for k, v in system.proxy.counts.items()})
         report.notes["watch relists"] = history.relists
+        if report.violations:
+            save_history(history, workdir / "history.jsonl")
         report.notes["publications checked"] = len(publications(history))
         report.notes["revoked keys"] = sum(len(revocations_observed(history, f))
                                            for f in chaos.fleets)
@@ -438,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report.to_json(), indent=2))
     if report.violations:
-        print(f"logs of every process are kept in {workdir}", file=sys.stderr)
+        print(f"logs of every process are kept in {workdir}, the history observed in "
+              f"{workdir / 'history.jsonl'}", file=sys.stderr)
         return 1
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -16,6 +16,7 @@ delivery service serves, as a device of each fleet.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http.client
 import json
 import ssl
@@ -34,6 +35,7 @@ from chaos.invariants import (
     RELEASE,
     REVOCATIONS,
     DeliveryView,
+    Fault,
     History,
     Observation,
 )
@@ -134,4 +136,30 @@ def ask_delivery(port: int, server_ca: Path, devices: Mapping[str, tuple[Path, P
             view.channels[(fleet, product, channel)] = \
                 json.loads(body).get("jobs") or {} if status == 200 else {}
     return view
+
+
+def save_history(history: History, path: Path) -> None:
+    """The history as JSON lines (every observation, fault and clock offset), to check again
+    offline with `load_history` (hack/chaos/loop.py keeps it when an invariant broke)."""
+    with path.open("w") as out:
+        for versions in history.versions.values():
+            for version in versions:
+                out.write(json.dumps({"observation": dataclasses.asdict(version)}) + "\n")
+        for fault in history.faults:
+            out.write(json.dumps({"fault": dataclasses.asdict(fault)}) + "\n")
+        for seen, offset in history.offsets:
+            out.write(json.dumps({"offset": [seen, offset]}) + "\n")
+
+
+def load_history(path: Path) -> History:
+    history = History()
+    for line in path.read_text().splitlines():
+        item = json.loads(line)
+        if "observation" in item:
+            history.add(Observation(**item["observation"]))
+        elif "fault" in item:
+            history.faults.append(Fault(**item["fault"]))
+        else:
+            history.set_offset(*item["offset"])
+    return history
 

@@ -9,6 +9,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -78,7 +79,7 @@ class Made:
 
     def key(self, name: str, seen: float, *, tier: Tier = Tier.APPLICATION,
             signer: KeySigner | None = None, revoked: bool = False,
-            phase: str = "Active") -> KeySigner:
+            phase: str = "Active", **rotation: Any) -> KeySigner:
         signer = self.signers[name] = signer or generate(Algorithm.ED25519)
         endorsement = KeyEndorsement(fleet=FLEET, tier=tier, key_id=bytes.fromhex(signer.key_id),
                                      algorithm=signer.algorithm, public_key=signer.spki_der,
@@ -86,7 +87,8 @@ class Made:
         doc = signing_key_doc(name=name, fleet=FLEET, tier=tier, algorithm=signer.algorithm,
                               public_pem=signer.public_pem, not_before=NOW - 3600,
                               not_after=NOW + 86400,
-                              endorsement=sign1(ROOT, CT_KEY, endorsement.to_cbor()))
+                              endorsement=sign1(ROOT, CT_KEY, endorsement.to_cbor()),
+                              **rotation)
         doc["spec"]["revoked"] = revoked
         doc["metadata"].update(uid=f"uid-{name}", generation=1)
         doc["status"] = {"phase": "Revoked" if revoked else phase}
@@ -221,6 +223,31 @@ def test_a_key_that_expired_while_the_release_was_verified_is_tolerated() -> Non
     assert "KeyExpired" in violation.detail
 
 
+def test_a_key_its_successor_retired_signs_nothing_unless_the_successor_is_in_doubt() -> None:
+    """Wall times here are the operator's (NOW): the release was created after "old" retired."""
+    rotation = {"replaces": "old", "overlap": "60s", "activate_at": NOW - 3600}
+    made = Made()
+    old = made.key("old", NOW - 200)
+    made.key("new", NOW - 199, **rotation)
+    made.publish(made.release("r1", old, NOW - 100), [old.key_id], NOW)
+    [violation] = check_publications(made.history, made.setting)
+    assert "retired" in violation.detail
+    # A successor revoked retires nothing.
+    made = Made()
+    old = made.key("old", NOW - 200)
+    new = made.key("new", NOW - 199, **rotation)
+    made.key("new", NOW - 198, signer=new, revoked=True, **rotation)
+    made.publish(made.release("r1", old, NOW - 100), [old.key_id], NOW)
+    assert check_publications(made.history, made.setting) == []
+    # Nor does one created a moment before: the operator may not have had it verified yet.
+    made = Made()
+    old = made.key("old", NOW - 200)
+    release = made.release("r1", old, NOW - 100)
+    made.key("new", NOW - 2, **rotation)
+    made.publish(release, [old.key_id], NOW)
+    assert check_publications(made.history, made.setting) == []
+
+
 # ---- 2. a revoked key's document leaves its channel -------------------------------------------
 
 def test_grace_ends_after_the_faults_that_overlap_it() -> None:
@@ -228,6 +255,9 @@ def test_grace_ends_after_the_faults_that_overlap_it() -> None:
     assert deadline(100, [Fault("api-errors", 95, 120)]) == 150
     assert deadline(100, [Fault("api-errors", 50, 60)]) == 110
     assert deadline(100, [Fault("operator-kill", 105, None)]) == float("inf")
+    # Faults one after the other: 30 s without one must pass, time under them does not count.
+    steady = [Fault("api-slow", t, t + 5) for t in range(100, 400, 25)]
+    assert deadline(100, steady) == 130 + 10  # 20 s before the second, 10 after it
 
 
 def test_a_revoked_keys_document_may_stay_only_for_the_grace() -> None:
@@ -396,3 +426,17 @@ def test_the_delivery_service_must_serve_what_was_published() -> None:
         view = DeliveryView(bundles={FLEET: bundle},
                             channels={(FLEET, "gw", "stable"): jobs})
         assert delivery_differences(made.history, view), (jobs, bundle)
+
+
+def test_a_history_saved_and_loaded_checks_alike(tmp_path: Path) -> None:
+    from chaos.observer import load_history, save_history
+    made = converged_world()
+    made.history.faults.append(Fault("api-slow", 150, 160))
+    made.history.set_offset(150, 7200)
+    made.publish(made.release("r2", made.signers["app"], 151, tampered=True),
+                 [made.signers["app"].key_id], 152)
+    save_history(made.history, tmp_path / "history.jsonl")
+    loaded = load_history(tmp_path / "history.jsonl")
+    assert (loaded.faults, loaded.offsets) == (made.history.faults, made.history.offsets)
+    found = check_history(made.history, made.setting, now=200)
+    assert found and check_history(loaded, made.setting, now=200) == found
