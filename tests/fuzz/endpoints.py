@@ -529,7 +529,8 @@ def seeds(target: str) -> list[bytes]:
                 b"{}"]
     if target == "station_yaml":
         return [(m.directory / "release.yaml").read_bytes(),
-                (m.directory / "key.yaml").read_bytes(), b"---\n{}\n---\n[]\n"]
+                (m.directory / "key.yaml").read_bytes(), b"---\n{}\n---\n[]\n",
+                _laughs(b"kind: FirmwareRelease\nmetadata: {name: x}\nspec: {artifact: *a8}\n")]
     if target == "station_cli":
         lines = [
             ["verify", "--release", "FILE:release", "--artifact", "FILE:artifact", "--keys",
@@ -550,5 +551,15 @@ def seeds(target: str) -> list[bytes]:
         return [json.dumps({"roots": [{"publicKey": m.root.public_pem,
                                        "algorithm": "ed25519"}],
                             "thresholds": {"bootloader": 2}}).encode(),
-                b"roots: []\nmaxConcurrentFetches: 0\n"]
+                b"roots: []\nmaxConcurrentFetches: 0\n", _laughs(b"roots: *a8\n")]
     raise KeyError(target)
+
+
+def _laughs(tail: bytes) -> bytes:
+    """YAML whose aliases stand for 9^9 strings ("billion laughs"), then `tail`, which may
+    name the largest (*a8): a parser that expanded aliases would not come back."""
+    levels = [b'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    levels += [b"a%d: &a%d [" % (i, i) + b",".join([b"*a%d" % (i - 1)] * 9) + b"]"
+               for i in range(1, 9)]
+    return b"\n".join(levels) + b"\n" + tail
+
