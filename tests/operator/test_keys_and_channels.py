@@ -289,3 +289,19 @@ def test_a_forged_document_with_a_forged_sequence_is_repaired() -> None:
     assert asyncio.run(world.guard.audit(world.fleet)) == 1
     channel = world.store.channel(world.fleet)
     assert json.loads(channel["application.json"])["release"] == "v1"
+
+
+def test_no_release_is_decided_while_a_successor_of_its_signer_is_unchecked() -> None:
+    """Found by the chaos loop (operator-kill): the restarted operator decided releases before
+    its key reconcile had the sidecar check the endorsements, and an unchecked successor retires
+    nothing, so releases signed by a key rotated out an hour ago were published. Whether the
+    signer is retired is not known until its successor's endorsement is: the gate waits."""
+    world = World()
+    old = world.add_key("old")
+    world.add_key("new", replaces="old", overlap="60s", activateAt=format_time(NOW - 3000))
+    world.add_release("by-old", [old])
+    assert asyncio.run(world.decide("by-old")) is not None, "decided too early"
+    assert world.store.phase(world.fleet, "by-old") in (None, "Pending")
+    asyncio.run(world.keys())  # the endorsements checked: "new" retired "old"
+    asyncio.run(world.decide("by-old"))
+    assert status(world, "FirmwareRelease", "by-old")["reason"] == "KeyExpired"
