@@ -277,11 +277,14 @@ def _revoked_ids(keys: Iterable[ParsedKey], record: JSON | None) -> set[str]:
 def deadline(seen: float, faults: Sequence[Fault], healthy: float = HEALTHY_GRACE,
              recovery: float = RECOVERY_GRACE) -> float:
     """When the grace that began at `seen` ends (invariant 2 of the module docstring): after
-    `healthy` seconds when no fault was in force in that time, else once `recovery` seconds
-    without a fault in force have passed since `seen` (time under a fault does not count)."""
+    `healthy` seconds when no fault was in force in that time nor healed less than `recovery`
+    seconds before it (the operator's watches may still be backing off), else once `recovery`
+    seconds without a fault in force have passed since `seen` (time under a fault does not
+    count)."""
     spans = sorted((f.start, math.inf if f.end is None else f.end) for f in faults)
+    lingering = any(a < seen + healthy and b + recovery > seen for a, b in spans)
     spans = [(a, b) for a, b in spans if b > seen]
-    budget = recovery if any(a < seen + healthy for a, _ in spans) else healthy
+    budget = recovery if lingering else healthy
     now = seen
     for start, end in spans:
         if start > now:

@@ -134,6 +134,7 @@ class Chaos:
     served: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     scrapes: dict[str, Scrape] = field(default_factory=dict)
     pending: list[Action] = field(default_factory=list)
+    created: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, fleet, name)
 
     def __post_init__(self) -> None:
         self.setting = self.system.setting(self.served)  # `served` fills in as the loop serves
@@ -166,11 +167,13 @@ class Chaos:
             resource = FIRMWARE_RELEASES if action.kind == "FirmwareRelease" else SIGNING_KEYS
             if action.body is not None:
                 await self.kube.create(resource, action.fleet, action.body)
+                self.created.add((action.kind, action.fleet, action.name))
             else:
                 await self.kube.patch(resource, action.fleet, action.name, action.patch)
         except ApiError as error:
             if error.conflict and action.body is not None:
                 self.report.actions[action.label] += 1  # a retried create had gone through
+                self.created.add((action.kind, action.fleet, action.name))
             elif error.status in (0, 429) or error.status >= 500 or error.not_found:
                 self.pending.append(action)  # the API server or the webhook is down
             else:
@@ -271,8 +274,12 @@ class Chaos:
     async def converge(self) -> tuple[float | None, list[str]]:
         started = time.monotonic()
         while True:
-            found = differences(self.history, self.setting, self.fleets,
-                                self.system.operator_now(), self.trust)
+            # Everything this loop created must have reached the history first.
+            found = [f"{kind} {fleet}/{name} not observed yet"
+                     for kind, fleet, name in sorted(self.created)
+                     if self.history.latest(kind, fleet, name) is None]
+            found = found or differences(self.history, self.setting, self.fleets,
+                                         self.system.operator_now(), self.trust)
             if not found and self.system.delivery_devices:
                 found = await self.delivery_differences()
             if not found:

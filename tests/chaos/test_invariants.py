@@ -254,6 +254,7 @@ def test_grace_ends_after_the_faults_that_overlap_it() -> None:
     assert deadline(100, []) == 110
     assert deadline(100, [Fault("api-errors", 95, 120)]) == 150
     assert deadline(100, [Fault("api-errors", 50, 60)]) == 110
+    assert deadline(100, [Fault("kube-apiserver-kill", 90, 99)]) == 130  # still backing off
     assert deadline(100, [Fault("operator-kill", 105, None)]) == float("inf")
     # Faults one after the other: 30 s without one must pass, time under them does not count.
     steady = [Fault("api-slow", t, t + 5) for t in range(100, 400, 25)]
