@@ -37,9 +37,10 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chaos.invariants import (
     CHANNEL,
@@ -67,6 +68,8 @@ log = logging.getLogger("chaos")
 KILLABLE = {"operator-kill": "operator", "sidecar-kill": "sidecar",
             "kube-apiserver-kill": "kube-apiserver", "etcd-kill": "etcd", "s3-kill": "s3",
             "delivery-kill": "delivery"}
+Heal = Callable[[], Coroutine[Any, Any, None]]
+"""What ends a fault, after the fault's own duration."""
 FAULTS = (*KILLABLE, "api-slow", "api-errors", "api-throttle", "clock-jump",
           "replica-killed-mid-publish", "revoke-in-flight")
 
@@ -207,7 +210,7 @@ class Chaos:
                 continue
             self.scrapes[instance] = Scrape(instance, counts, final)
 
-    async def inject(self, kind: str, batch: list[Action]) -> Callable[[], Awaitable[None]]:
+    async def inject(self, kind: str, batch: list[Action]) -> Heal:
         """Inject a fault; returns what heals it (after the fault's own duration)."""
         rng, system = self.rng, self.system
         if kind in KILLABLE:
@@ -247,7 +250,7 @@ class Chaos:
             return _nothing
         raise ValueError(f"unknown fault {kind!r} (one of {', '.join(FAULTS)})")
 
-    async def _replica_racing(self) -> Callable[[], Awaitable[None]]:
+    async def _replica_racing(self) -> Heal:
         replica = self.system.replica
         # It may die before it serves /healthz: mid-publish already.
         with contextlib.suppress(RuntimeError):

@@ -204,9 +204,9 @@ class World:
         signed, served = manifest, data
         signers = self._signers(fleet, tier, rng)
         if label == "tampered":
-            served = bytearray(data)
-            served[rng.randrange(len(data))] ^= 0x01
-            served = bytes(served)
+            flipped = bytearray(data)
+            flipped[rng.randrange(len(data))] ^= 0x01
+            served = bytes(flipped)
         elif label == "wrong-size":
             served = data + b"\0" if rng.random() < 0.5 else data[:-1]
         elif label == "revoked-key" and fleet.revoked():
@@ -254,9 +254,9 @@ class World:
             fleet = rng.choice(self.fleets)
             if label == "rotation":
                 tier = rng.choice(TIERS)
-                current = fleet.signing.get(tier) or [None]
+                usable = fleet.signing.get(tier)
                 actions.append(self.key_action(
-                    fleet, tier, now, label=label, replaces=current[-1],
+                    fleet, tier, now, label=label, replaces=usable[-1] if usable else None,
                     activate_at=now + rng.randint(0, 40), overlap=f"{rng.randint(5, 60)}s"))
             elif label == "short-lived-key":
                 actions.append(self.key_action(fleet, rng.choice(TIERS), now, label=label,
