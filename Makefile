@@ -1,4 +1,4 @@
-.PHONY: demo test setup crds chart deploy lint bench fleetsim
+.PHONY: demo test setup crds chart deploy lint bench fleetsim chaos
 
 demo:   ## set everything up and show the gate at work, end to end
 	bash hack/demo.sh
@@ -25,3 +25,7 @@ fleetsim:  ## install what is needed, then the fleet simulation: six scenarios, 
 	bash hack/setup.sh
 	mkdir -p bench/results
 	.venv/bin/python bench/bench_fleet.py $(ARGS) | tee bench/results/fleet.md
+
+chaos:  ## install what is needed, then the chaos loop: faults and invariants (ARGS="--iterations 100" for the long run)
+	bash hack/setup.sh
+	PYTHONPATH=hack .venv/bin/python -m chaos $(ARGS)

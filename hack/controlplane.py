@@ -10,6 +10,9 @@ second run is instant. When KUBEBUILDER_ASSETS points at a directory holding the
 certificate, the way controller-runtime's envtest does, writes a kubeconfig and runs until
 Ctrl-C. The pytest fixtures and the demo use `ControlPlane` from this module directly.
 
+Either process can be killed (SIGKILL) and started again on its data directory, ports and
+certificates (`kill`, `restart`): what the chaos loop (hack/chaos) does to the control plane.
+
 `build` needs only the standard library and Go, so it runs before anything else is installed;
 starting needs the `cryptography` package (for the throwaway CA and certificates).
 """
@@ -256,6 +259,8 @@ class ControlPlane:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="flashgate-cp-")))
     api_port: int = 0
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # How each process was started (name -> arguments), so that it can be started again alike.
+    _args: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def kubeconfig(self) -> Path:
@@ -266,12 +271,39 @@ class ControlPlane:
         return f"https://127.0.0.1:{self.api_port}"
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        logfile = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
+        self._args[name] = args
+        logfile = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen([str(self.binaries / name), *args], stdout=logfile,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 preexec_fn=_set_parent_death_signal)
-        self.processes.append(proc)
+        logfile.close()  # the child has its own descriptor
+        previous = self.process(name)
+        if previous is not None:  # a restart takes the place of the process it replaces
+            self.processes[self.processes.index(previous)] = proc
+        else:
+            self.processes.append(proc)
         return proc
+
+    def process(self, name: str) -> subprocess.Popen[bytes] | None:
+        """The process started as `name` ("etcd" or "kube-apiserver"), running or not."""
+        return next((p for p in self.processes if Path(str(p.args[0])).name == name), None)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one of the two processes, as a crash would (nothing is flushed or closed)."""
+        proc = self.process(name)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def restart(self, name: str, timeout: float = 150.0) -> None:
+        """Start `name` again, killing it first if it still runs: the same data directory, ports
+        and certificates; returns once the API server answers again (after etcd was down a
+        while, kube-apiserver's etcd client reconnects with a backoff of up to two minutes)."""
+        if name not in self._args:
+            raise ValueError(f"{name} was never started here")
+        self.kill(name)
+        self._spawn(name, self._args[name])
+        self._wait_ready(self.workdir / "pki", deadline=time.monotonic() + timeout)
 
     def start(self, timeout: float = 90.0) -> ControlPlane:
         started = time.monotonic()

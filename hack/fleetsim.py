@@ -128,16 +128,6 @@ class Stack:
         return self.metric("flashgate_delivery_requests_total")
 
 
-def read_only_files(s3: S3Server, directory: Path) -> dict[str, str]:
-    """A new S3 account that may only read BUCKET, as the files of an `s3` section."""
-    access, secret = s3.read_only_user(BUCKET)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "access-key-id").write_text(access + "\n")
-    (directory / "secret-access-key").write_text(secret + "\n")
-    return {"accessKeyIdFile": str(directory / "access-key-id"),
-            "secretAccessKeyFile": str(directory / "secret-access-key")}
-
-
 def start_stack(gate: LocalGate, s3: S3Server, root: KeySigner, workdir: Path,
                 fleets: Sequence[str], ttl: int = 3) -> Stack:
     """The bucket, the sidecar reading it, the delivery service for `fleets` (namespaces that
@@ -146,7 +136,7 @@ def start_stack(gate: LocalGate, s3: S3Server, root: KeySigner, workdir: Path,
     s3.create_bucket(BUCKET)
     endpoint = {"endpoint": f"https://localhost:{s3.port}", "region": "us-east-1"}
     gate.sidecar_extra = {"allowedHosts": ["localhost"], "caFile": str(s3.ca_file),
-                          "s3": {**endpoint, **read_only_files(s3, workdir / "sidecar-s3")}}
+                          "s3": {**endpoint, **s3.read_only_files(BUCKET, workdir / "sidecar-s3")}}
     gate.stop_sidecar()
     gate.start_sidecar()
     cas = {ns: DeviceCA(f"{ns} device CA") for ns in fleets}
@@ -160,7 +150,7 @@ def start_stack(gate: LocalGate, s3: S3Server, root: KeySigner, workdir: Path,
                    for ns in fleets},
         "tls": {"certFile": str(cert), "keyFile": str(key)},
         "presignTTLSeconds": ttl,
-        "s3": {**endpoint, **read_only_files(s3, workdir / "delivery-s3")}})
+        "s3": {**endpoint, **s3.read_only_files(BUCKET, workdir / "delivery-s3")}})
     return Stack(gate, s3, root, workdir, server_ca, cert, key, cas, ttl)
 
 

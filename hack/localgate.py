@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,13 +78,15 @@ def delivery_binding(fleet: str) -> dict[str, Any]:
 
 def token_kubeconfig(kubectl: Path, kubeconfig: Path, path: Path,
                      namespace: str = OPERATOR_NAMESPACE,
-                     account: str = OPERATOR_ACCOUNT) -> Path:
+                     account: str = OPERATOR_ACCOUNT,
+                     cluster: Mapping[str, str] | None = None) -> Path:
     """A kubeconfig that authenticates as a ServiceAccount only (a TokenRequest token, as a pod's
-    projected token), with the admin kubeconfig's server and CA and nothing of its user."""
+    projected token), with the admin kubeconfig's server and CA (or `cluster`'s: server and
+    certificate-authority-data) and nothing of its user."""
     token = kubectl_run(kubectl, kubeconfig, "create", "token", account, "-n", namespace,
                         "--duration=48h").stdout.strip()
     admin = yaml.safe_load(kubeconfig.read_text())
-    cluster = next(c["cluster"] for c in admin["clusters"])
+    cluster = dict(cluster or next(c["cluster"] for c in admin["clusters"]))
     path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "c", "cluster": cluster}],
@@ -138,6 +140,9 @@ class LocalGate:
     # development certificate it makes for itself).
     webhook_addr: str = "127.0.0.1"
     webhook_cert_dir: Path | None = None
+    # The operator's way to the API server when it is not the admin kubeconfig's (server and
+    # certificate-authority-data): e.g. the chaos loop's fault-injecting proxy.
+    operator_cluster: dict[str, str] | None = None
 
     @property
     def artifacts(self) -> Path:
@@ -176,12 +181,14 @@ class LocalGate:
 
     def start_operator(self, register_webhook: bool = True, *, namespaces: Sequence[str] = (),
                        failpoints: Sequence[str] = (), wait_ready: bool = True,
-                       extra_args: Sequence[str] = ()) -> None:
+                       extra_args: Sequence[str] = (),
+                       extra_env: Mapping[str, str] | None = None) -> None:
         kubeconfig = token_kubeconfig(self.kubectl, self.kubeconfig,
                                       self.workdir / "operator.kubeconfig",
-                                      self.operator_namespace, self.operator_account)
+                                      self.operator_namespace, self.operator_account,
+                                      cluster=self.operator_cluster)
         scope = [a for n in namespaces for a in ("-n", n)] or ["--all-namespaces"]
-        env = {"KUBECONFIG": str(kubeconfig)}
+        env = {"KUBECONFIG": str(kubeconfig), **(extra_env or {})}
         if failpoints:
             env["FLASHGATE_FAILPOINTS"] = ",".join(failpoints)
         self.operator = self._spawn("operator", [

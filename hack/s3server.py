@@ -172,7 +172,14 @@ class S3Server:
         self.access_key_id_file.write_text(self.access_key_id + "\n")
         self.secret_access_key_file.write_text(self.secret_access_key + "\n")
         self.port = free_port()
-        logfile = open(self.workdir / "versitygw.log", "wb")  # noqa: SIM115 - lives with the process
+        self._spawn(cert, key)
+        self._wait_ready(started + timeout)
+        log(f"versitygw ready at {self.endpoint} in {time.monotonic() - started:.2f}s "
+            f"(data in {self.data})")
+        return self
+
+    def _spawn(self, cert: Path, key: Path) -> None:
+        logfile = open(self.workdir / "versitygw.log", "ab")  # noqa: SIM115 - lives with the process
         # The keys go through the environment, not argv (where ps would show them).
         env = {**os.environ, "ROOT_ACCESS_KEY_ID": self.access_key_id,
                "ROOT_SECRET_ACCESS_KEY": self.secret_access_key}
@@ -186,10 +193,20 @@ class S3Server:
              "posix", "--sidecar", str(self.workdir / "meta"), str(self.data)],
             stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             preexec_fn=_set_parent_death_signal)
-        self._wait_ready(started + timeout)
-        log(f"versitygw ready at {self.endpoint} in {time.monotonic() - started:.2f}s "
-            f"(data in {self.data})")
-        return self
+        logfile.close()  # the child has its own descriptor
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would; its data, port and certificate are kept."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Start the server again (killing it first if it runs) on the same port, data,
+        certificate and keys, as after a crash."""
+        self.kill()
+        self._spawn(self.workdir / "tls.crt", self.workdir / "tls.key")
+        self._wait_ready(time.monotonic() + timeout)
 
     def _context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
@@ -257,6 +274,17 @@ class S3Server:
             "Resource": [f"arn:aws:s3:::{bucket}/*"]}]}
         self.request("PUT", bucket, body=json.dumps(policy).encode(), query="policy=")
         return access, secret
+
+
+    def read_only_files(self, bucket: str, directory: Path) -> dict[str, str]:
+        """A new read-only account (`read_only_user`) as the files a configuration's s3
+        section names: accessKeyIdFile and secretAccessKeyFile, written into `directory`."""
+        access, secret = self.read_only_user(bucket)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "access-key-id").write_text(access + "\n")
+        (directory / "secret-access-key").write_text(secret + "\n")
+        return {"accessKeyIdFile": str(directory / "access-key-id"),
+                "secretAccessKeyFile": str(directory / "secret-access-key")}
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -40,13 +40,16 @@ class Watch:
     MODIFIED or DELETED. After a relist (the watch expired: 410 Gone), objects that were known
     but are not in the new list are handed over as DELETED, so a handler's view never keeps an
     object that is gone. `synced` is set once the first list has been handed over completely.
-    Errors (API server down, connection reset) are logged and retried with backoff.
+    Errors (API server down, connection reset) are logged and retried with backoff, from
+    `first_delay` seconds doubling up to `max_delay`.
     """
 
     def __init__(self, kube: Kube, resource: Resource, namespace: str | None,
-                 handler: EventHandler, *, label_selector: str | None = None) -> None:
+                 handler: EventHandler, *, label_selector: str | None = None,
+                 first_delay: float = 1.0, max_delay: float = 30.0) -> None:
         self.kube, self.resource, self.namespace = kube, resource, namespace
         self.handler, self.label_selector = handler, label_selector
+        self.first_delay, self.max_delay = first_delay, max_delay
         self.synced = asyncio.Event()
         self._known: set[tuple[str, str]] = set()
 
@@ -77,7 +80,7 @@ class Watch:
         return version
 
     async def run(self) -> None:
-        delay, version = 1.0, ""
+        delay, version = self.first_delay, ""
         while True:
             try:
                 if not version:
@@ -88,7 +91,7 @@ class Watch:
                     version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                     if event != "BOOKMARK":
                         self._hand(event, obj)
-                delay = 1.0
+                delay = self.first_delay
             except ApiError as exc:
                 if exc.gone:
                     version = ""  # too old: list again
@@ -97,7 +100,7 @@ class Watch:
                 log.warning("watching %s in %s: %s; retrying in %.0fs", self.resource.plural,
                             where, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, self.max_delay)
 
 
 class WorkQueue(Generic[K]):
@@ -196,3 +199,27 @@ async def run_workers(queue: WorkQueue[K], process: Process[K], workers: int) ->
                 queue.add(key, after=again)
 
     await asyncio.gather(*(worker() for _ in range(workers)))
+
+
+class ClockSteps:
+    """Notices a step of a wall clock against the monotonic one (an NTP step, a virtual machine
+    resumed after a pause, a test's clock offset).
+
+    A time-driven change (a key's activation, the end of an overlap, an expiry) is due at a
+    wall-clock instant, but a work queue waits for it on the monotonic clock: after a step the
+    wait is off by the step, by up to an hour (keys.RECHECK_SECONDS). `step()` returns the step
+    since its last call when it is larger than `threshold` seconds (0.0 otherwise); slow drift
+    between calls (NTP slewing) never adds up to one.
+    """
+
+    def __init__(self, wall: Callable[[], float],
+                 monotonic: Callable[[], float] = time.monotonic,
+                 threshold: float = 2.0) -> None:
+        self.wall, self.monotonic, self.threshold = wall, monotonic, threshold
+        self._skew = wall() - monotonic()
+
+    def step(self) -> float:
+        skew = self.wall() - self.monotonic()
+        step, self._skew = skew - self._skew, skew
+        return step if abs(step) > self.threshold else 0.0
+

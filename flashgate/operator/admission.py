@@ -20,8 +20,8 @@ def _key_ids(keys: Iterable[NamedSpec]) -> dict[str, NamedSpec]:
     by_id = {}
     for name, spec in keys:
         try:
-            by_id[key_id(spki_from_pem(spec["publicKey"]))] = (name, spec)
-        except (TrustError, KeyError, ValueError):
+            by_id[key_id(spki_from_pem(_text(spec, "publicKey")))] = (name, spec)
+        except (TrustError, ValueError):
             continue  # a malformed key is reported on the key itself, not here
     return by_id
 
@@ -36,10 +36,14 @@ def release_problems(*, fleet: str, spec: Mapping[str, Any],
     problems: list[str] = []
     tier = spec.get("tier")
     by_id = _key_ids(keys)
-    if not spec.get("signatures"):
+    signatures = spec.get("signatures")
+    if not isinstance(signatures, list):
+        signatures = []
+        problems.append("spec.signatures is not a list of envelopes")
+    elif not signatures:
         problems.append(f"spec.signatures is empty: every {tier} release, config and models "
                         "included, must be signed by a key of its tier (flashgate sign)")
-    for index, text in enumerate(spec.get("signatures") or ()):
+    for index, text in enumerate(signatures):
         where = f"spec.signatures[{index}]"
         try:
             envelope = parse_sign1(decode_b64(text), CT_RELEASE)
@@ -82,7 +86,7 @@ def key_problems(spec: Mapping[str, Any]) -> list[str]:
     sidecar's to say.)"""
     problems: list[str] = []
     try:
-        load_spki(spki_from_pem(spec.get("publicKey", "")), Algorithm(str(spec.get("algorithm"))))
+        load_spki(spki_from_pem(_text(spec, "publicKey")), Algorithm(str(spec.get("algorithm"))))
     except (TrustError, ValueError) as error:
         problems.append(f"spec.publicKey is not a {spec.get('algorithm')} public key: {error}")
     try:
@@ -95,6 +99,15 @@ def key_problems(spec: Mapping[str, Any]) -> list[str]:
 def key_id_of(spec: Mapping[str, Any]) -> str | None:
     """The keyId of a SigningKey spec's public key, or None when it does not parse."""
     try:
-        return key_id(spki_from_pem(spec["publicKey"]))
-    except (TrustError, KeyError, ValueError):
+        return key_id(spki_from_pem(_text(spec, "publicKey")))
+    except (TrustError, ValueError):
         return None
+
+
+def _text(spec: Mapping[str, Any], field: str) -> str:
+    """A field that must be text; ValueError when it is something else (the API server's schema
+    says so, but the webhook may be called by anyone)."""
+    value = spec.get(field, "")
+    if not isinstance(value, str):
+        raise ValueError(f"spec.{field} is not text")
+    return value

@@ -57,9 +57,11 @@ class ChannelGuard:
         if parsed is None:
             return
         product, channel = parsed
-        floors = [f for f in [await self.store.get_floor(fleet, product, str(tier))
-                              for tier in Tier] if f is not None]
-        await self._repair(fleet, product, channel, floors)
+        await self._repair(fleet, product, channel, await self._floors(fleet, product))
+
+    async def _floors(self, fleet: str, product: str) -> list[RollbackFloor]:
+        return [f for f in [await self.store.get_floor(fleet, product, str(tier))
+                            for tier in Tier] if f is not None]
 
     async def audit(self, fleet: str) -> int:
         """Check every channel of a fleet against the ledgers; the number repaired."""
@@ -80,12 +82,27 @@ class ChannelGuard:
 
     async def _repair(self, fleet: str, product: str, channel: str,
                       floors: Iterable[RollbackFloor]) -> int:
+        """Write what the ledgers say into the channel. The ledgers were read before the
+        channel: a publication recorded in between may have written its document already, and
+        taking the channel back to the ledgers as read would remove it for good (the guard's own
+        write is no drift to repair). The channel says the sequence of each document it holds,
+        so one newer than the ledgers as read makes the guard read them again, after the
+        channel; a sequence that those still do not know was never recorded (a publication is
+        recorded before its document is written): forged, and repaired like any drift."""
         floors = list(floors)
         changes: list[str] = []
         desired = ledger.ChannelContent()
+        forged: set[tuple[str, int]] = set()
+        newer: dict[str, int] = {}
 
         def update(content: ledger.ChannelContent) -> ledger.ChannelContent | None:
             nonlocal desired
+            heads = _heads(floors, channel)
+            newer.clear()
+            newer.update({tier: n for tier, n in content.sequences.items()
+                          if n > heads.get(tier, 0) and (tier, n) not in forged})
+            if newer:
+                return None
             desired = ledger.channel_content(floors, channel, content)
             changes.clear()
             for key in sorted(set(content.documents) | set(desired.documents)):
@@ -96,7 +113,17 @@ class ChannelGuard:
             return None if not changes else desired
 
         name = channel_name(product, channel)
-        written = await self.store.update_channel(fleet, product, channel, update)
+        for _ in range(_ROUNDS):
+            written = await self.store.update_channel(fleet, product, channel, update)
+            if not newer:
+                break
+            floors = await self._floors(fleet, product)
+            heads = _heads(floors, channel)
+            forged.update((tier, n) for tier, n in newer.items() if n > heads.get(tier, 0))
+        else:
+            log.warning("%s/%s: publications kept racing the repair; left for the next look",
+                        fleet, name)
+            return 0
         if not written or not changes:
             return 0
         message = (f"channel {name} differed from what flashgate published ("
@@ -108,3 +135,14 @@ class ChannelGuard:
              "metadata": {"namespace": fleet, "name": name, "uid": ""}},
             "Warning", "ChannelRepaired", message)
         return 1
+
+
+_ROUNDS = 5
+"""Reads of the ledgers one repair may take while publications race it."""
+
+
+def _heads(floors: Iterable[RollbackFloor], channel: str) -> dict[str, int]:
+    """Per tier, the sequence of the channel's current publication in these ledgers."""
+    return {str(f.spec.tier): h.sequence for f in floors
+            if (h := ledger.head(f, channel)) is not None}
+

@@ -238,6 +238,16 @@ class FleetView:
         known = self.endorsed.get((fleet, key.uid))
         return known[1] if known is not None and known[0] == key.generation else None
 
+    def unchecked_successors(self, fleet: str, key_ids: Iterable[str]) -> list[str]:
+        """The SigningKeys that rotate out a key with one of `key_ids` and whose endorsement
+        was not checked yet: until it is, whether they retired that key is not known (an
+        unchecked successor retires nothing, so deciding a release now could trust a key
+        that was rotated out)."""
+        wanted = set(key_ids)
+        names = {k.name for k in self.fleet_keys(fleet) if k.key_id in wanted}
+        return [k.name for k in self.fleet_keys(fleet)
+                if k.spec.replaces in names and self.endorsement(fleet, k) is None]
+
     def states(self, fleet: str, keys: list[ParsedKey] | None = None) -> list[KeyState]:
         revoked = self.revoked_key_ids(fleet)
         return [k.spec.key_state(k.name, endorsed=self.endorsement(fleet, k),

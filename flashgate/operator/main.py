@@ -25,7 +25,7 @@ from prometheus_client import generate_latest
 
 from flashgate.api.published import BUNDLE_LABELS, KIND_LABEL, PUBLISHED_SELECTOR
 from flashgate.kube.client import CONFIGMAPS, JSON, Kube
-from flashgate.kube.runtime import Watch, WorkQueue, object_key, run_workers
+from flashgate.kube.runtime import ClockSteps, Watch, WorkQueue, object_key, run_workers
 from flashgate.operator import webhook
 from flashgate.operator.channels import ChannelGuard
 from flashgate.operator.fleets import FleetView
@@ -40,6 +40,7 @@ from flashgate.operator.store import (
     SIGNING_KEYS,
     KubeStore,
 )
+from flashgate.operator.testclock import operator_clock
 from flashgate.operator.tls import make_serving_cert
 from flashgate.verifier_api.client import VerifierClient
 
@@ -191,15 +192,32 @@ class Operator:
         await asyncio.gather(*(w.synced.wait() for w in watches))
         self.view.synced.set()
         self.metrics.ready.set(1)
-        fleets = set(self.cfg.namespaces or ()) | set(self.view.keys) | \
-            {fleet for fleet, _ in self.view.phases}
+        fleets = self.known_fleets()
         log.info("listed %d releases and %d keys in %d fleets; deciding %d releases",
                  len(self.view.phases), sum(len(k) for k in self.view.keys.values()),
                  len(fleets), len(self.releases))
         for fleet in fleets:
             self.fleets.add(fleet)
         tasks.append(asyncio.create_task(self._audit(fleets)))
+        tasks.append(asyncio.create_task(self._follow_clock_steps()))
         await asyncio.gather(*tasks)
+
+    def known_fleets(self) -> set[str]:
+        return set(self.cfg.namespaces or ()) | set(self.view.keys) | \
+            {fleet for fleet, _ in self.view.phases}
+
+    async def _follow_clock_steps(self, every: float = 1.0) -> None:
+        """When the wall clock steps, every fleet's keys are evaluated again at once: their
+        time-driven transitions were scheduled on the clock before the step (`ClockSteps`)."""
+        steps = ClockSteps(self.gate.clock)
+        while True:
+            await asyncio.sleep(every)
+            step = steps.step()
+            if step:
+                log.warning("the wall clock stepped by %+.0fs: evaluating the keys of every "
+                            "fleet again", step)
+                for fleet in self.known_fleets():
+                    self.fleets.add(fleet)
 
     async def _audit(self, fleets: set[str]) -> None:
         """Channels that drifted while no operator was watching are found once at start-up."""
@@ -263,9 +281,11 @@ async def run(cfg: OperatorConfig) -> None:
     view = FleetView()
     metrics = Metrics()
     verifier = VerifierClient(cfg.verifier_url, timeout=cfg.verifier_timeout)
-    gate = ReleaseGate(store=store, verifier=verifier, view=view, metrics=metrics,
+    clock = operator_clock()
+    gate = ReleaseGate(store=store, verifier=verifier, view=view, metrics=metrics, clock=clock,
                        retry_max_delay=cfg.retry_max_delay)
-    keeper = KeyKeeper(store=store, verifier=verifier, view=view, gate=gate, metrics=metrics)
+    keeper = KeyKeeper(store=store, verifier=verifier, view=view, gate=gate, metrics=metrics,
+                       clock=clock)
     operator = Operator(cfg=cfg, kube=kube, view=view, gate=gate, keeper=keeper,
                         guard=ChannelGuard(store=store, metrics=metrics), metrics=metrics)
     metrics.watch(operator.release_counts, operator.key_counts)

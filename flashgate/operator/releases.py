@@ -66,6 +66,8 @@ VERIFYING_AFTER = 3.0
 """A verification that takes longer than this is shown as Verifying (a quick one is not: that
 status write would cost more than the whole verification, and under load it would add a write to
 every release just when writes are scarcest)."""
+UNCHECKED_SUCCESSOR_WAIT = 1.0
+"""Seconds before a release whose signer's successor is not checked yet is looked at again."""
 PROGRESS_EVERY = 15.0
 """How often a long wait's Verifying message is brought up to date (if it changed)."""
 
@@ -143,6 +145,10 @@ class ReleaseGate:
         if floor is not None and recorded is not None:
             return await self._finish(release, floor, recorded, verdict=None)  # invariant 1
         await self.view.synced.wait()
+        if self.view.unchecked_successors(release.fleet, signer_key_ids(spec.signatures)):
+            # Whether a signer was rotated out is known once its successor's endorsement is
+            # checked (the key reconcile asks the sidecar, right after a start or a new key).
+            return UNCHECKED_SUCCESSOR_WAIT
         floor_value = (floor.spec.security_version if floor is not None
                        else await self._rebuild_floor(release))
         verdict = await self._verify(release, floor_value)

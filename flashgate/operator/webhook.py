@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from flashgate.api.schema import DNS_LABEL_PATTERN
 from flashgate.kube.client import JSON, ApiError, Kube
 from flashgate.operator import admission
 from flashgate.operator.fleets import FleetView
 from flashgate.operator.store import VALIDATING_WEBHOOKS, Store
 from flashgate.tlsreload import RELOAD_SECONDS, reloading
+from flashgate.trust.vocabulary import Tier
 
 log = logging.getLogger("flashgate.operator")
 
@@ -43,12 +46,17 @@ class Admission:
 
     async def release(self, request: JSON) -> tuple[list[str], list[str]]:
         fleet = str(request.get("namespace") or "")
-        spec = (request.get("object") or {}).get("spec") or {}
+        spec = _spec(request)
+        if spec is None:
+            return ["the review carries no FirmwareRelease with a spec"], []
         if not self.view.synced.is_set():
             return [], ["flashgate is starting: checks at apply time were skipped; the gate "
                         "still verifies this release before anything is published"]
-        floor = await self.store.get_floor(fleet, str(spec.get("product")),
-                                           str(spec.get("tier")))
+        product, tier = spec.get("product"), spec.get("tier")
+        floor = None
+        if isinstance(product, str) and re.fullmatch(DNS_LABEL_PATTERN, product) and \
+                isinstance(tier, str) and tier in TIERS:  # else the API server refuses it
+            floor = await self.store.get_floor(fleet, product, tier)
         problems = admission.release_problems(
             fleet=fleet, spec=spec,
             floor=floor.spec.security_version if floor is not None else None,
@@ -58,9 +66,22 @@ class Admission:
 
     async def key(self, request: JSON) -> tuple[list[str], list[str]]:
         fleet = str(request.get("namespace") or "")
-        spec = (request.get("object") or {}).get("spec") or {}
+        spec = _spec(request)
+        if spec is None:
+            return ["the review carries no SigningKey with a spec"], []
         return admission.key_problems(spec), admission.key_warnings(
             spec, self.view.revoked_key_ids(fleet))
+
+
+TIERS = frozenset(str(t) for t in Tier)
+
+
+def _spec(request: JSON) -> Mapping[str, Any] | None:
+    """The reviewed object's spec; None when the review carries none (the API server always
+    sends one for CREATE and UPDATE, but anyone may call the webhook)."""
+    obj = request.get("object")
+    spec = obj.get("spec") if isinstance(obj, Mapping) else None
+    return spec if isinstance(spec, Mapping) else None
 
 
 def make_app(checks: Admission) -> web.Application:
@@ -69,7 +90,7 @@ def make_app(checks: Admission) -> web.Application:
             body = await request.json()
             review_request: JSON = body["request"]
             uid = str(review_request["uid"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # deep JSON: RecursionError
             return web.json_response({"error": "not an AdmissionReview"}, status=400)
         check = checks.release if kind == "FirmwareRelease" else checks.key
         try:

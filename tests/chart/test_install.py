@@ -42,7 +42,7 @@ import localgate
 import pytest
 import s3server
 import yaml
-from fleetsim import BUCKET, read_only_files
+from fleetsim import BUCKET
 from localgate import kubectl_run, token_kubeconfig
 
 from flashgate.delivery.devcerts import DeviceCA
@@ -250,7 +250,7 @@ def installed(chart_cluster: ChartCluster, s3: s3server.S3Server,
                           "--dry-run=client", "-o", "json").stdout
     kube.kubectl("apply", "-f", "-", input=secret)
     # The delivery service's: read-only S3 credentials and its serving certificate.
-    presigner = read_only_files(s3, workdir / "presigner")
+    presigner = s3.read_only_files(BUCKET, workdir / "presigner")
     kube.kubectl("apply", "-f", "-", input=kube.kubectl(
         "create", "secret", "generic", "firmware-presigner", "-n", NAMESPACE,
         f"--from-file=access-key-id={presigner['accessKeyIdFile']}",

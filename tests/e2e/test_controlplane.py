@@ -92,3 +92,25 @@ def test_api_server_calls_a_webhook_on_loopback(kube, loopback_webhook) -> None:
     finally:
         kube.kubectl("delete", "validatingwebhookconfiguration", f"probe-{namespace}")
         kube.kubectl("delete", "configmap", f"allowed-{namespace}", "-n", "default", check=False)
+
+
+def test_etcd_and_api_server_restart_on_their_data() -> None:
+    """A control plane of its own (the session's must not go down): each process is SIGKILLed
+    and started again on the same data directory and port, and what was written is still there."""
+    from ..conftest import controlplane
+
+    with controlplane.ControlPlane() as plane:
+        plane.kubectl("create", "configmap", "kept", "--from-literal=k=v")
+        port = plane.api_port
+        for name in ("etcd", "kube-apiserver"):
+            before = plane.process(name)
+            assert before is not None
+            plane.kill(name)
+            assert before.poll() is not None
+            plane.restart(name)
+            after = plane.process(name)
+            assert after is not None and after.pid != before.pid and after.poll() is None
+            assert len(plane.processes) == 2
+        assert plane.api_port == port
+        out = plane.kubectl("get", "configmap", "kept", "-o", "jsonpath={.data.k}").stdout
+        assert out == "v"

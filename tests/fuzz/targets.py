@@ -391,11 +391,17 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
 
 def run(target: str, data: bytes, time_limit: float | None = TIME_LIMIT) -> None:
     """One input through one target; AssertionError on a finding (time included)."""
+    timed(TARGETS[target], target, data, time_limit)
+
+
+def timed(check: Callable[[bytes], None], name: str, data: bytes,
+          time_limit: float | None) -> None:
+    """`check(data)`, and an AssertionError when it took `time_limit` seconds or more."""
     started = time.monotonic()
-    TARGETS[target](data)
+    check(data)
     elapsed = time.monotonic() - started
     if time_limit is not None:
-        assert elapsed < time_limit, f"{target}: {elapsed:.2f} s for {len(data)} bytes"
+        assert elapsed < time_limit, f"{name}: {elapsed:.2f} s for {len(data)} bytes"
 
 
 def _all_envelopes() -> list[bytes]:

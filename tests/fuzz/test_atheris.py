@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzz.targets import TARGETS
+from tests.fuzz.suites import TARGETS
 
 REPO = Path(__file__).resolve().parents[2]
 SECONDS = 2

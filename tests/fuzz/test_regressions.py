@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzz.targets import TARGETS, run
+from tests.fuzz.suites import TARGETS, run
 
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
 FILES = sorted(p for p in REGRESSIONS.glob("*/*") if p.parent.name in TARGETS)

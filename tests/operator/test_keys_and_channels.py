@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from flashgate.api import REVOCATION_LIST_NAME
 from flashgate.trust.vocabulary import format_time
@@ -243,3 +244,64 @@ def test_a_forged_trust_bundle_is_rewritten() -> None:
     assert not world.store.wrote(world.fleet, "flashgate-trust-bundle", cm)
     asyncio.run(world.keys())
     assert bundle(world) == good
+
+
+def test_a_publication_racing_the_audit_stays_in_its_channel() -> None:
+    """Found by the chaos loop (iteration operator-kill): the restarted operator's start-up audit
+    read the ledgers, then the gate recorded a publication and wrote its document, then the
+    audit wrote the channel from the ledgers it had read: the new document was removed (here,
+    replaced by the older one), and as the audit's own write it was never repaired. The channel
+    now says which publication each document is (its sequence annotation): one newer than the
+    ledgers the guard read makes it read them again."""
+    world = World()
+    app = world.add_key("app")
+    world.add_release("v1", [app])
+    asyncio.run(world.decide("v1"))
+    world.add_release("v2", [app], securityVersion=2)
+    read_ledgers = world.store.list_floors
+
+    async def then_publish(fleet: str) -> Any:
+        floors = await read_ledgers(fleet)
+        world.store.list_floors = read_ledgers  # type: ignore[method-assign]
+        await world.decide("v2")  # recorded and written after the audit read the ledgers
+        return floors
+
+    world.store.list_floors = then_publish  # type: ignore[method-assign]
+    asyncio.run(world.guard.audit(world.fleet))
+    assert world.store.phase(world.fleet, "v2") == "Published"
+    channel = world.store.channel(world.fleet)
+    assert json.loads(channel["application.json"])["release"] == "v2"
+    assert asyncio.run(world.guard.audit(world.fleet)) == 0
+
+
+def test_a_forged_document_with_a_forged_sequence_is_repaired() -> None:
+    """A sequence no ledger knows, even after the guard read the ledgers again, was never
+    recorded: the guard does not wait for it, it restores the channel."""
+    world = World()
+    app = world.add_key("app")
+    world.add_release("v1", [app])
+    asyncio.run(world.decide("v1"))
+    cm = world.store.get("ConfigMap", world.fleet, "channel.gw.stable")
+    assert cm is not None
+    cm["data"]["application.json"] = json.dumps({"release": "forged"})
+    cm["metadata"].setdefault("annotations", {})["ota.flashgate.dev/sequence.application"] = "999"
+    world.store.put("ConfigMap", cm)
+    assert asyncio.run(world.guard.audit(world.fleet)) == 1
+    channel = world.store.channel(world.fleet)
+    assert json.loads(channel["application.json"])["release"] == "v1"
+
+
+def test_no_release_is_decided_while_a_successor_of_its_signer_is_unchecked() -> None:
+    """Found by the chaos loop (operator-kill): the restarted operator decided releases before
+    its key reconcile had the sidecar check the endorsements, and an unchecked successor retires
+    nothing, so releases signed by a key rotated out an hour ago were published. Whether the
+    signer is retired is not known until its successor's endorsement is: the gate waits."""
+    world = World()
+    old = world.add_key("old")
+    world.add_key("new", replaces="old", overlap="60s", activateAt=format_time(NOW - 3000))
+    world.add_release("by-old", [old])
+    assert asyncio.run(world.decide("by-old")) is not None, "decided too early"
+    assert world.store.phase(world.fleet, "by-old") in (None, "Pending")
+    asyncio.run(world.keys())  # the endorsements checked: "new" retired "old"
+    asyncio.run(world.decide("by-old"))
+    assert status(world, "FirmwareRelease", "by-old")["reason"] == "KeyExpired"

@@ -242,3 +242,19 @@ def test_release_from_s3_through_the_sidecar_config(s3_server: S3, tmp_path: Pat
     verdict = asyncio.run(service.verify_release(request))
     assert verdict.verdict == "accepted", verdict.message
     assert verdict.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_s3_server_killed_and_restarted_keeps_its_objects() -> None:
+    """The chaos loop SIGKILLs the S3 server and starts it again (hack/s3server.py restart): the
+    same endpoint and credentials serve the same objects; while it is down, a fetch is
+    ArtifactUnavailable, never a verdict on the bytes."""
+    for server in s3_server_for_tests():
+        server.create_bucket(BUCKET)
+        server.put_object(BUCKET, "small.bin", OBJECTS["small.bin"])
+        s3 = S3(server)
+        server.kill()
+        with pytest.raises(ArtifactUnavailable):
+            fetch_s3(s3.fetcher(), "small.bin", len(OBJECTS["small.bin"]))
+        server.restart()
+        result = fetch_s3(s3.fetcher(), "small.bin", len(OBJECTS["small.bin"]))
+        assert result.sha256 == hashlib.sha256(OBJECTS["small.bin"]).digest()
