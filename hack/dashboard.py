@@ -4,7 +4,7 @@ queries, and a picture of it drawn from a real run.
 
 - `queries(dashboard)`: every panel's PromQL, with Grafana's variables replaced the way Grafana
   would for "all fleets" (`$namespace` -> `.*`, `$__rate_interval` -> a window), so the e2e test
-  can run each one against a real Prometheus (tests/e2e/test_observability.py).
+  can run each one against a real Prometheus (tests/e2e/test_prometheus.py).
 - `python hack/dashboard.py picture [--out docs/dashboard.png]`: the docs step. It starts the test
   control plane, the gate (sidecar and operator, hack/localgate.py) and a real Prometheus
   (hack/promserver.py), runs a few fleets' worth of keys and releases for some minutes (published,
