@@ -183,6 +183,7 @@ class KeyKeeper:
         known = self.verdicts.get((fleet, key.uid))
         verdict = known[1] if known is not None and known[0] == generation else None
         conditions: list[Condition] = []
+        devices_note = ""  # said in the Revoked event too: devices are not told without the root
         if verdict is not None:
             conditions.append(condition(
                 "Endorsed", verdict.endorsed,
@@ -210,6 +211,8 @@ class KeyKeeper:
                         f"this key until its notAfter, {until}; make one with `flashgate "
                         "revoke` and set spec.revocation")
             conditions.append(condition("DevicesToldOfRevocation", *told, generation, now))
+            if not told[0]:
+                devices_note = told[2]
         if verdict is None and result.phase == KeyPhase.Pending:
             message = "waiting for the verifier sidecar to check the endorsement"
             result = PhaseResult(KeyPhase.Pending, "AwaitingVerification", message)
@@ -220,7 +223,7 @@ class KeyKeeper:
             next_transition=_time(result.next_transition),
             conditions=merge_conditions(parse_conditions(status), conditions),
             observed_generation=generation).to_k8s()
-        await self._patch(fleet, key.name, key.obj, status, new, result)
+        await self._patch(fleet, key.name, key.obj, status, new, result, devices_note)
 
     async def _write_bad(self, fleet: str, bad: UnusableKey) -> None:
         """A key whose spec cannot be used: Invalid, with the reason on itself; its fleet's
@@ -238,7 +241,7 @@ class KeyKeeper:
                           PhaseResult(KeyPhase.Invalid, "SpecInvalid", bad.message))
 
     async def _patch(self, fleet: str, name: str, obj: JSON, old: Mapping[str, Any], new: JSON,
-                     result: PhaseResult) -> None:
+                     result: PhaseResult, note: str = "") -> None:
         fields = ("phase", "keyId", "reason", "message", "trustedFrom", "trustedUntil",
                   "nextTransition", "observedGeneration", "conditions")
         if all(old.get(f) == new.get(f) for f in fields):
@@ -251,7 +254,8 @@ class KeyKeeper:
         if old.get("phase") != new.get("phase"):
             await self.store.event(obj, "Warning" if result.phase in (
                 KeyPhase.Invalid, KeyPhase.Revoked, KeyPhase.Expired) else "Normal",
-                str(result.phase), f"SigningKey is {result.phase}: {result.message}")
+                str(result.phase), f"SigningKey is {result.phase}: {result.message}"
+                + (f"; {note}" if note else ""))
 
 
 def _time(seconds: int | None) -> datetime | None:

@@ -194,6 +194,11 @@ def test_the_trust_bundle_carries_trusted_keys_and_root_signed_revocations() -> 
     assert "devices keep trusting this key until its notAfter" in told["DevicesToldOfRevocation"]["message"]
     leaked = {c["type"]: c for c in status(world, "SigningKey", "leaked")["conditions"]}  # type: ignore[union-attr]
     assert leaked["DevicesToldOfRevocation"]["status"] == "True"
+    # The Revoked event says it too, for whoever reads `kubectl describe` or events only.
+    revoked_events = {who: message for who, _, reason, message in world.store.events
+                      if reason == "Revoked"}
+    assert "devices keep trusting this key until its notAfter" in revoked_events["lost"]
+    assert "devices keep trusting" not in revoked_events["leaked"]
     # The revocation outlives its SigningKey: it is on the RevocationList.
     del world.store.objects[("SigningKey", world.fleet, "leaked")]
     world.view.on_key("DELETED", {"metadata": {"namespace": world.fleet, "name": "leaked"}})
