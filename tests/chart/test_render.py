@@ -102,6 +102,10 @@ def test_each_values_file_renders_what_the_api_server_accepts(
     assert pdb["spec"]["maxUnavailable"] == 1
     monitored = values.get("metrics", {}).get("serviceMonitor", {}).get("enabled", False)
     assert ("flashgate" in kinds.get("ServiceMonitor", [])) == monitored
+    if monitored:  # the operator's `namespace` label (the fleet) kept, not exported_namespace
+        endpoints = find(docs, "ServiceMonitor", "flashgate")["spec"]["endpoints"]
+        assert [(e["port"], e.get("honorLabels", False)) for e in endpoints] == \
+            [("metrics", True), ("sidecar-metrics", False)]
     assert ("flashgate" in kinds.get("NetworkPolicy", [])) == \
         values.get("networkPolicy", {}).get("enabled", True)
     delivery = values.get("delivery", {})
