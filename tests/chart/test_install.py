@@ -77,7 +77,7 @@ from .conftest import (
 pytestmark = pytest.mark.e2e
 
 # The chart version before this one: the upgrade starts there.
-PREVIOUS = "0.2.0"
+PREVIOUS = "0.3.0"
 CURRENT = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
 SECURITY_TEAM = ("--as=security-officer", "--as-group=system:masters",
                  "--as-group=flashgate:security-team")
