@@ -183,6 +183,20 @@ class History:
         """The operator's clock at wall time `seen`."""
         return seen + self.offset_at(seen)
 
+    def operator_span(self, start: float, end: float) -> tuple[float, float]:
+        """The earliest and the latest the operator's clock read between wall times `start` and
+        `end`: with a jump back in between, the end may read earlier than the start did."""
+        readings = [self.operator_time(start), self.operator_time(end)]
+        for when, value in self.offsets:
+            if start < when <= end:
+                readings += [when + self.offset_at(when - 1e-6), when + value]
+        return min(readings), max(readings)
+
+    def jumped_back(self, start: float, end: float) -> bool:
+        """Whether the operator's clock was set back between wall times `start` and `end`."""
+        return any(start < when <= end and value < self.offset_at(when - 1e-6)
+                   for when, value in self.offsets)
+
     def objects(self, kind: str, namespace: str | None = None
                 ) -> Iterator[tuple[str, str, list[Observation]]]:
         for (k, ns, name), versions in list(self.versions.items()):
@@ -468,13 +482,19 @@ def check_publications(history: History, setting: Setting,
                      if deadline(history.first_seen(KEY, fleet, k.name, k.uid),
                                  history.faults) >= publication.seen}
         published_at = _epoch(str(entry.get("publishedAt")))
-        created = int(history.operator_time(found[2][0].seen)) - 1
+        # The gate decided at some reading of the operator's clock between the release's
+        # creation and the entry (the clock may have jumped either way in between).
+        earliest, latest = history.operator_span(found[2][0].seen, publication.seen)
+        created = int(earliest) - 1
         memo = (fleet, entry.get("uid"), publication.rv, frozenset(counted),
                 frozenset(unchecked), created)
         if memo not in trust._checked:
             signers = signer_key_ids(spec.signatures)
+            # Without a jump back the decision came before publishedAt was stamped.
+            if not history.jumped_back(found[2][0].seen, publication.seen):
+                latest = published_at
             candidates = {published_at} | {t for t in _boundaries(keys, signers)
-                                           if created <= t < published_at}
+                                           if created <= t < latest}
             verdicts = (trust.release_verdict(fleet, spec, keys, counted,
                                               publication.floor_before, now, on_record,
                                               unchecked)

@@ -12,10 +12,10 @@ world that has not converged within --converge-timeout seconds is a violation to
 
 The faults (`FAULTS`): SIGKILL and restart of the operator, the sidecar, kube-apiserver, etcd,
 the S3 server or the delivery service; the API server slow, or answering 500/503, or 429, for a
-while (the proxy); the operators' clock jumping ahead; a second operator replica that dies right
-after a channel write (FLASHGATE_FAILPOINTS=after-channel-write), racing the first; a revocation
-of a key whose release is being verified. Convergence includes the delivery service serving, to
-a device of each fleet, what was published (`invariants.delivery_differences`).
+while (the proxy); the operators' clock jumping ahead or back; a second operator replica that dies
+right after a channel write (FLASHGATE_FAILPOINTS=after-channel-write), racing the first; a
+revocation of a key whose release is being verified. Convergence includes the delivery service
+serving, to a device of each fleet, what was published (`invariants.delivery_differences`).
 
 Output: iterations, faults injected by kind, what the batches held and what became of it,
 invariant violations (must be 0), time to converge after the fault healed (p50, p99, max).
@@ -237,7 +237,12 @@ class Chaos:
                 system.proxy.heal()
             return heal_proxy
         if kind == "clock-jump":
-            offset = system.offset + rng.uniform(20, 2 * 3600)
+            # Mostly ahead (key transitions come due at once), one in three back (an NTP step
+            # back: phases may revert, an expired key may be valid again for a while).
+            back = rng.random() < 1 / 3
+            offset = system.offset + (-rng.uniform(20, 3600) if back
+                                      else rng.uniform(20, 2 * 3600))
+            self.report.notes["clock jumped back" if back else "clock jumped ahead"] += 1
             system.set_offset(offset)
             self.history.set_offset(time.time(), offset)
             return _nothing

@@ -223,6 +223,21 @@ def test_a_key_that_expired_while_the_release_was_verified_is_tolerated() -> Non
     assert "KeyExpired" in violation.detail
 
 
+def test_a_clock_set_back_between_the_decision_and_the_record_is_tolerated() -> None:
+    """Wall times are the operator's until the jump. The key is valid from NOW - 3600."""
+    made = Made()
+    app = made.key("app", NOW - 3590)
+    release = made.release("r1", app, NOW - 3500)  # decided while the key was valid
+    made.history.set_offset(NOW - 3489, -1000.0)  # then the clock is set back 1,000 s
+    made.publish(release, [app.key_id], NOW - 3488, published_at=NOW - 4488)
+    assert check_publications(made.history, made.setting) == []
+    # Created after the jump, when the operator's clock read before the key's notBefore.
+    late = made.release("r2", app, NOW - 3400)
+    made.publish(late, [app.key_id], NOW - 3390, published_at=NOW - 4390)
+    [violation] = check_publications(made.history, made.setting)
+    assert "r2" in violation.subject
+
+
 def test_a_key_its_successor_retired_signs_nothing_unless_the_successor_is_in_doubt() -> None:
     """Wall times here are the operator's (NOW): the release was created after "old" retired."""
     rotation = {"replaces": "old", "overlap": "60s", "activate_at": NOW - 3600}
