@@ -13,7 +13,9 @@ cache warm after the first):
   throwaway CA), and on s3:// from versitygw over loopback TLS (hack/s3server.py, as built by
   hack/setup.sh; left out with a note when it is not installed). Each fetch runs in a fresh child
   process, so its peak RSS is its own; CPU seconds per GiB (user + system, all threads) are shown
-  too, as they drift less than wall time on a shared machine;
+  too, as they drift less than wall time on a shared machine, and the server's, over all runs
+  (clock ticks: coarse at 16 MiB). On loopback the two share the CPUs: with one core free a
+  transfer takes about the sum of the two CPU figures, with two about the larger one;
 - for reference, `curl https://... | openssl dgst -sha256` (C download + hash, same server).
 FLASHGATE_BENCH_CODE=DIR measures the flashgate package of another checkout (before/after).
 Then signature verifications per second, Ed25519 and ES256, by the trust core (the raw signature,
@@ -125,8 +127,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def https_server(directory: Path) -> Iterator[tuple[int, Path]]:
-    """`openssl s_server -WWW` serving `directory` on a loopback port, with a fresh CA."""
+def https_server(directory: Path) -> Iterator[tuple[int, Path, int]]:
+    """`openssl s_server -WWW` serving `directory` on a loopback port, with a fresh CA: the port,
+    the CA file and the server's process id."""
     from flashgate.operator.tls import make_serving_cert
 
     ca, crt, key = make_serving_cert(("127.0.0.1",)).write(directory / "tls")
@@ -143,7 +146,7 @@ def https_server(directory: Path) -> Iterator[tuple[int, Path]]:
             if time.monotonic() > deadline:
                 raise RuntimeError("openssl s_server did not start")
             time.sleep(0.05)
-        yield port, ca
+        yield port, ca, server.pid
     finally:
         server.terminate()
         server.wait(10)
@@ -172,18 +175,30 @@ def row(label: str, size: int, seconds: float, bar: float, extra: str = "") -> N
     print(f"    {label:<34}{mib_s(size, seconds)}  {bar / seconds:5.2f}x  {extra}")
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def fetch_rows(label: str, url: str, size: int, bar: float, repeat: int,
-               **worker_args: Any) -> None:
+               server_pid: int | None = None, **worker_args: Any) -> None:
+    server_before = process_cpu(server_pid) if server_pid else 0.0
     runs = [run_worker(url, size, **worker_args) for _ in range(repeat)]
     fastest = min(runs, key=lambda r: r["seconds"])
     rss = max(r["maxrss_kib"] for r in runs)
-    cpu = min(r["cpu"] for r in runs) / (size / (1 << 30))
+    gib = size / (1 << 30)
+    cpu = min(r["cpu"] for r in runs) / gib
+    server = ""
+    if server_pid:
+        used = process_cpu(server_pid) - server_before
+        server = f"   server CPU {used / (repeat * gib):5.2f} s/GiB"
     row(label, size, fastest["seconds"], bar,
-        f"peak RSS {rss / 1024:4.0f} MiB   CPU {cpu:5.2f} s/GiB")
+        f"peak RSS {rss / 1024:4.0f} MiB   CPU {cpu:5.2f} s/GiB{server}")
 
 
-def bench_size(path: Path, repeat: int, sources: list[str], https_port: int | None,
-               ca: Path | None, s3: Any) -> None:
+def bench_size(path: Path, repeat: int, sources: list[str],
+               https: tuple[int, Path, int] | None, s3: Any) -> None:
     size = path.stat().st_size
     timed(["openssl", "dgst", "-sha256", str(path)])  # warm the page cache
     bar = min(timed(["openssl", "dgst", "-sha256", str(path)]) for _ in range(repeat))
@@ -191,9 +206,11 @@ def bench_size(path: Path, repeat: int, sources: list[str], https_port: int | No
     row("openssl dgst -sha256 FILE", size, bar, bar)
     if "file" in sources:
         fetch_rows("sidecar file://", path.as_uri(), size, bar, repeat)
-    if "https" in sources and https_port is not None:
+    if "https" in sources and https is not None:
+        https_port, ca, https_pid = https
         url = f"https://127.0.0.1:{https_port}/{path.name}"
-        fetch_rows("sidecar https:// (openssl s_server)", url, size, bar, repeat, ca=ca)
+        fetch_rows("sidecar https:// (openssl s_server)", url, size, bar, repeat, https_pid,
+                   ca=ca)
         if shutil.which("curl"):
             pipe = f"curl -sS --cacert {ca} {url} | openssl dgst -sha256"
             curl = min(timed(pipe, shell=True) for _ in range(repeat))
@@ -202,8 +219,8 @@ def bench_size(path: Path, repeat: int, sources: list[str], https_port: int | No
         key = f"{path.name}"
         s3.put_object(BUCKET, key, path.read_bytes())  # (the workers' RSS is their own)
         fetch_rows("sidecar s3:// (versitygw, TLS)", f"s3://{BUCKET}/{key}", size, bar, repeat,
-                   ca=s3.ca_file, s3=(s3.endpoint, str(s3.access_key_id_file),
-                                      str(s3.secret_access_key_file)))
+                   s3.process.pid, ca=s3.ca_file,
+                   s3=(s3.endpoint, str(s3.access_key_id_file), str(s3.secret_access_key_file)))
         s3.delete_object(BUCKET, key)
 
 
@@ -273,20 +290,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="flashgate-bench-") as tmp, \
             contextlib.ExitStack() as servers:
         directory = Path(tmp)
-        https_port, ca = (servers.enter_context(https_server(directory))
-                          if "https" in args.sources else (None, None))
+        https = (servers.enter_context(https_server(directory))
+                 if "https" in args.sources else None)
         s3 = servers.enter_context(s3_server()) if "s3" in args.sources else None
         if "s3" in args.sources and s3 is None:
             print("  (s3:// left out: versitygw is not installed; bash hack/setup.sh builds it)")
         if args.file:
             path = directory / args.file.name
             path.symlink_to(args.file.resolve())
-            bench_size(path, args.repeat, args.sources, https_port, ca, s3)
+            bench_size(path, args.repeat, args.sources, https, s3)
         else:
             for mib in args.sizes_mib:
                 path = directory / f"artifact-{mib}MiB.bin"
                 make_file(path, mib * MIB)
-                bench_size(path, args.repeat, args.sources, https_port, ca, s3)
+                bench_size(path, args.repeat, args.sources, https, s3)
                 path.unlink()
     print("  (on loopback the TLS server shares the CPUs with the sidecar; remote servers do not)")
     if not args.no_signatures:
