@@ -29,6 +29,7 @@ from chaos.invariants import (
     Scrape,
     Setting,
     Trust,
+    _release_differences,
     check_announcements,
     check_channel_order,
     check_floors,
@@ -419,6 +420,26 @@ def test_each_unconverged_part_is_named(breakage: str) -> None:
         made.key("app", 110, signer=made.signers["app"], phase="Retired")
     found = differences(made.history, made.setting, [FLEET], NOW)
     assert found, breakage
+
+
+def test_a_publication_withdrawn_before_its_announcement_needs_none() -> None:
+    """Found by the long chaos run: the gate found the revocation right after its channel write
+    and withdrew the release without announcing it (as test_release_gate requires); the checker
+    demanded a Published event all the same. A live entry still needs exactly one."""
+    from flashgate.api import RollbackFloor
+    made = Made()
+    app = made.key("app", 100)
+    release = made.release("r1", app, 101)
+    floor = made.publish(release, [app.key_id], 102)
+    made.release("r1", app, 103, phase="Published")
+    assert _release_differences(made.history, FLEET, {}) == [
+        f"release {FLEET}/r1 was published and has no Published event"]
+    withdrawn = ledger.withdraw(RollbackFloor.model_validate(floor), [app.key_id],
+                                datetime.fromtimestamp(NOW, UTC))
+    assert withdrawn is not None
+    made.see(FLOOR, withdrawn.to_k8s(), 104)
+    made.release("r1", app, 105, phase="Withdrawn")
+    assert _release_differences(made.history, FLEET, {}) == []
 
 
 # ---- the delivery service serves what was published ----------------------------------------------
