@@ -585,6 +585,13 @@ def _prog(argv0: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; returns the exit code (the console scripts exit with it)."""
     parser = build_parser(_prog(sys.argv[0]))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for arg in argv:
+        # Python hands undecodable bytes over as surrogates; text that goes into a signed
+        # payload must be UTF-8, so refuse it here, saying which (found by fuzzing).
+        if not arg.isascii() and any("\udc80" <= c <= "\udcff" for c in arg):
+            _say(f"error: argument {arg!a} is not valid UTF-8")
+            return 2
     args = parser.parse_args(argv)
     try:
         result: int = args.func(args)
