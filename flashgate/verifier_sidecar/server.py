@@ -145,6 +145,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(400, exc.error, exc.details)
     except web.HTTPException as exc:
         return _error(exc.status, exc.reason)
+    except ConnectionResetError:
+        raise  # the client went away mid-request: aiohttp drops it quietly; nothing is wrong here
     except Exception:
         log.exception("internal error answering %s %s", request.method, request.path)
         return _error(500, "internal error; see the sidecar's log")

@@ -249,6 +249,26 @@ def test_no_userinfo_or_query_in_answers_or_log_lines(fleet: Fleet,
     assert "https://127.0.0.1:" in messages[1] and "/fw.bin" in messages[1]
 
 
+def test_a_client_gone_mid_body_is_no_internal_error(fleet: Fleet,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A client that promises a body and hangs up half way is nothing wrong on the sidecar's side:
+    no "internal error" with a traceback in its log (the endpoints' fuzzing logged one)."""
+    async def scenario() -> None:
+        async with running(make_app(fleet.settings())) as base:
+            port = int(base.rsplit(":", 1)[1])
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /v1/verify/release HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            writer.close()
+            await asyncio.sleep(0.3)
+
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(scenario())
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()]
+
+
 # ---- the client fails closed ---------------------------------------------------------------
 
 def free_port() -> int:
