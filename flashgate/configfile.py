@@ -11,6 +11,8 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from flashgate.api.schema import problems
+
 M = TypeVar("M", bound=BaseModel)
 S = TypeVar("S")
 
@@ -24,9 +26,8 @@ def validate(model: type[M], data: object) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
-                             for e in exc.errors())
-        raise ConfigError(f"invalid configuration: {problems}") from None
+        found = "; ".join(problems(exc, whole="(top)"))
+        raise ConfigError(f"invalid configuration: {found}") from None
 
 
 def load(path: Path, settings_from: Callable[[object], S]) -> S:

@@ -27,7 +27,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+)
 from pydantic.alias_generators import to_camel
 
 from flashgate.trust.cose import MAX_ENVELOPE_BYTES
@@ -307,3 +315,12 @@ __all__ = [
     "Resource",
     "Timestamp",
 ]
+
+
+def problems(exc: ValidationError, *, prefix: str = "", whole: str = "",
+             limit: int | None = None) -> list[str]:
+    """Each problem pydantic found, as `path: message` (the path after `prefix`; `whole` when
+    the document itself is wrong), the first `limit` of them: one wording for every place that
+    tells a person why a document was refused."""
+    return [f"{prefix}{'.'.join(str(p) for p in e['loc']) or whole}: {e['msg']}"
+            for e in exc.errors(include_input=False)[:limit]]

@@ -44,6 +44,7 @@ from kubernetes.config import ConfigException
 from pydantic import ValidationError
 
 from flashgate.api.published import MANAGED_PUBLISHED_SELECTOR
+from flashgate.api.schema import problems
 from flashgate.delivery.catalog import TIERS, Catalog
 from flashgate.delivery.config import ConfigError, Settings, load_settings
 from flashgate.delivery.identity import DEVICE, FLEET, Device, IdentityError, device_of
@@ -260,8 +261,7 @@ async def device_status(request: web.Request) -> web.Response:
     try:
         status = DeviceStatus.model_validate_json(raw)
     except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}"
-                            for e in exc.errors(include_input=False)[:10])
+        details = "; ".join(problems(exc, whole="(body)", limit=10))
         raise Refusal("bad_body", f"not a DeviceStatus: {details}") from None
     installs, refusals = service.book.report(fleet, name, status)
     metrics = service.metrics

@@ -29,6 +29,7 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from flashgate.api import RevocationList, SigningKeySpec
+from flashgate.api.schema import problems
 from flashgate.kube.client import JSON
 from flashgate.kube.runtime import object_key
 from flashgate.trust.keys import key_id, spki_from_pem
@@ -68,9 +69,8 @@ def parse_key(obj: JSON) -> ParsedKey | UnusableKey:
         kid = key_id(spki_from_pem(spec.public_key))
         spec.key_state(name, endorsed=None)  # every time in it must be usable
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                             for e in exc.errors(include_input=False)[:5])
-        return UnusableKey(name, f"spec cannot be used: {problems}", obj)
+        found = "; ".join(problems(exc, limit=5))
+        return UnusableKey(name, f"spec cannot be used: {found}", obj)
     except (TrustError, ValueError, OverflowError, OSError) as exc:
         return UnusableKey(name, f"spec cannot be used: {exc}", obj)
     return ParsedKey(name=name, uid=str(metadata.get("uid") or ""),

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pydantic import BaseModel, ValidationError
 
 from flashgate.api import DEFAULT_OVERLAP, SigningKeySpec
+from flashgate.api.schema import problems
 from flashgate.signing import devfile
 from flashgate.signing.errors import StationError, UsageError
 from flashgate.signing.files import read_text
@@ -396,9 +397,7 @@ def validated_spec(model: type[_S], spec: Any, where: str) -> _S:
     try:
         return model.model_validate(spec)
     except ValidationError as err:
-        problems = "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                             for e in err.errors())
-        raise UsageError(f"{where}: {problems}") from None
+        raise UsageError(f"{where}: {'; '.join(problems(err, prefix='spec.'))}") from None
 
 
 def parse_thresholds(items: Sequence[str]) -> dict[Tier, int]:

@@ -32,6 +32,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from flashgate.api.schema import problems
 from flashgate.verifier_api.models import (
     ErrorBody,
     KeyRequest,
@@ -163,8 +164,7 @@ async def _parse(request: web.Request, model: type[Body]) -> Body:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        details = [f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}"
-                   for e in exc.errors(include_input=False)][:50]
+        details = problems(exc, whole="(body)", limit=50)
         raise _BadRequest(f"invalid {model.__name__} body", details) from None
 
 
